@@ -1,0 +1,33 @@
+"""Celery app and the one place where periodic schedules live."""
+
+import os
+
+from celery import Celery
+from celery.schedules import crontab
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("stockline")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# Every periodic task, with why it runs at that interval. django-celery-beat's DatabaseScheduler
+# copies these into the database on start, where operations staff can pause or retune them.
+app.conf.beat_schedule = {
+    # The ledger invariant (positions == sums of ledger deltas) is the last line of defence;
+    # nightly is enough because every service keeps it transactionally. Drift is reported only.
+    "inventory-verify-ledger": {
+        "task": "inventory.verify_ledger",
+        "schedule": crontab(hour=3, minute=17),
+    },
+    # Snapshots make `as_of` reads and audits cheap; 5 minutes bounds the ledger rows to replay.
+    "inventory-snapshot": {
+        "task": "inventory.snapshot_positions",
+        "schedule": 300.0,
+    },
+    # Idempotency keys must live >= 24 h (contract); hourly pruning keeps the table small.
+    "core-prune-idempotency": {
+        "task": "core.prune_idempotency_keys",
+        "schedule": 3600.0,
+    },
+}

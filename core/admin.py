@@ -1,0 +1,18 @@
+from django.contrib import admin
+
+from core.models import ApiKey
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created with `./dev manage create_api_key`; the admin can revoke or rename them.
+    The hash is never shown."""
+
+    list_display = ("name", "prefix", "scopes", "active", "created_at", "last_used_at")
+    list_filter = ("active",)
+    search_fields = ("name", "prefix")
+    fields = ("name", "prefix", "scopes", "active", "created_at", "last_used_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,162 @@
+"""Idempotency-Key handling, built once for every mutating endpoint.
+
+Contract (CONTRACT.md §2): same key + same body replays the first response byte for byte with
+`Idempotent-Replayed: true` and no second effect; same key + different body is 422
+`idempotency_key_reused`; same key while the first is still running is 409
+`idempotency_key_in_flight`. Keys are scoped per API key and kept IDEMPOTENCY_TTL_HOURS (>= 24 h).
+
+How: the claim is an INSERT on a unique (api_key, key) row in autocommit, so a concurrent twin
+sees it at once. The response is stored after the view's own transaction has committed. A request
+that ends in a 5xx or an unexpected exception releases its claim so the client may retry.
+A claim left `in_flight` longer than STALE_IN_FLIGHT (its process died) may be taken over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse
+from django.utils import timezone
+
+from core.errors import DomainError
+from core.models import IdempotencyRecord
+
+HEADER = "Idempotency-Key"
+REPLAY_HEADER = "Idempotent-Replayed"
+STALE_IN_FLIGHT = timedelta(minutes=5)
+KEPT_HEADERS = ("Content-Type", "Location", "ETag")
+
+
+class Replayed(Exception):  # noqa: N818 - control flow, not an error
+    def __init__(self, response: HttpResponse):
+        self.response = response
+
+
+@dataclass
+class Claim:
+    record_id: int
+
+
+def _fingerprint(request) -> str:
+    raw = request._request.body or b""
+    try:
+        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, UnicodeDecodeError):
+        canonical = raw
+    digest = hashlib.sha256()
+    digest.update(request.method.encode() + b" " + request.path.encode() + b"\n")
+    digest.update(canonical)
+    return digest.hexdigest()
+
+
+def _replay(record: IdempotencyRecord) -> HttpResponse:
+    response = HttpResponse(bytes(record.response_body or b""), status=record.response_status)
+    for name, value in record.response_headers.items():
+        response[name] = value
+    response[REPLAY_HEADER] = "true"
+    return response
+
+
+def idempotency_begin(request, *, required: bool) -> Claim | None:
+    key = request.headers.get(HEADER, "").strip()
+    if not key:
+        if required:
+            raise DomainError(f"This request needs an {HEADER} header.", code="idempotency_key_required")
+        return None
+    if len(key) > 255:
+        raise DomainError(f"{HEADER} must be at most 255 characters.", code="validation_error")
+    fingerprint = _fingerprint(request)
+    now = timezone.now()
+    expiry = now - timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
+    for _attempt in range(3):
+        try:
+            with transaction.atomic():
+                record = IdempotencyRecord.objects.create(api_key=request.auth, key=key, fingerprint=fingerprint)
+            return Claim(record.pk)
+        except IntegrityError:
+            pass
+        record = IdempotencyRecord.objects.filter(api_key=request.auth, key=key).first()
+        if record is None:
+            continue  # released between our insert and read: claim again
+        stale = record.created_at < expiry or (
+            record.state == IdempotencyRecord.State.IN_FLIGHT and record.created_at < now - STALE_IN_FLIGHT)
+        if stale:
+            IdempotencyRecord.objects.filter(pk=record.pk, created_at=record.created_at).delete()
+            continue
+        if record.fingerprint != fingerprint:
+            raise DomainError(
+                f"This {HEADER} was already used with a different request body.",
+                code="idempotency_key_reused", status=422,
+            )
+        if record.state == IdempotencyRecord.State.IN_FLIGHT:
+            raise DomainError(
+                f"A request with this {HEADER} is still being processed; retry shortly.",
+                code="idempotency_key_in_flight", status=409,
+            )
+        raise Replayed(_replay(record))
+    raise DomainError(f"Could not claim this {HEADER}; retry.", code="idempotency_key_in_flight", status=409)
+
+
+def idempotency_finish(claim: Claim, response) -> None:
+    if response.status_code >= 500:
+        idempotency_abandon(claim)
+        return
+    if hasattr(response, "render") and not getattr(response, "is_rendered", True):
+        response.render()
+    headers = {name: response[name] for name in KEPT_HEADERS if response.has_header(name)}
+    IdempotencyRecord.objects.filter(pk=claim.record_id).update(
+        state=IdempotencyRecord.State.DONE,
+        response_status=response.status_code,
+        response_body=bytes(response.content),
+        response_headers=headers,
+    )
+
+
+def idempotency_abandon(claim: Claim) -> None:
+    IdempotencyRecord.objects.filter(pk=claim.record_id, state=IdempotencyRecord.State.IN_FLIGHT).delete()
+
+
+def idempotency_prune() -> int:
+    cutoff = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
+class IdempotencyMixin:
+    """Add to a DRF APIView. `idempotency_methods` honour the header; `idempotency_required`
+    additionally demand it (400 `idempotency_key_required`)."""
+
+    idempotency_methods: tuple[str, ...] = ("POST", "PATCH", "PUT", "DELETE")
+    idempotency_required: tuple[str, ...] = ()
+
+    def initial(self, request, *args, **kwargs):
+        self._idempotency_claim = None
+        super().initial(request, *args, **kwargs)  # authentication and scopes first
+        if request.method in self.idempotency_methods:
+            self._idempotency_claim = idempotency_begin(
+                request, required=request.method in self.idempotency_required)
+
+    def handle_exception(self, exc):
+        if isinstance(exc, Replayed):
+            return exc.response
+        try:
+            return super().handle_exception(exc)
+        except Exception:
+            claim = getattr(self, "_idempotency_claim", None)
+            if claim is not None:
+                idempotency_abandon(claim)
+                self._idempotency_claim = None
+            raise
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        claim = getattr(self, "_idempotency_claim", None)
+        if claim is not None:
+            self._idempotency_claim = None
+            idempotency_finish(claim, response)
+        return response

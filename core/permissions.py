@@ -1,0 +1,22 @@
+"""Scope checks. A view declares `required_scopes = {"GET": "stock:read", "POST": "stock:write"}`
+(or a plain string for every method); a key without the scope gets 403."""
+
+from rest_framework import exceptions, permissions
+
+
+class HasScope(permissions.BasePermission):
+    def has_permission(self, request, view):
+        key = request.auth
+        if key is None:
+            raise exceptions.NotAuthenticated("An API key is required: 'Authorization: Bearer <key>'.")
+        required = getattr(view, "required_scopes", None)
+        if isinstance(required, dict):
+            method = "GET" if request.method in ("HEAD", "OPTIONS") else request.method
+            scope = required.get(method)
+        else:
+            scope = required
+        if scope is None:
+            raise exceptions.PermissionDenied("This operation is not available to API keys.")
+        if scope not in key.scopes:
+            raise exceptions.PermissionDenied(f"This API key lacks the '{scope}' scope.")
+        return True

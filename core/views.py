@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+
+
+def _check_database() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return "ok"
+
+
+def _check_redis() -> str:
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return "ok"
+
+
+def _check_broker() -> str:
+    from config.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+    return "ok"
+
+
+@require_GET
+def healthz(request):
+    """Liveness and dependencies. 503 names the failing check (error class and message only)."""
+    checks = {}
+    for name, check in (("database", _check_database), ("redis", _check_redis), ("broker", _check_broker)):
+        try:
+            checks[name] = check()
+        except Exception as exc:  # a health check reports, it never raises
+            checks[name] = f"error: {type(exc).__name__}: {exc}"[:300]
+    healthy = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if healthy else "error", "checks": checks}, status=200 if healthy else 503)

@@ -1,0 +1,162 @@
+"""Admin for merchandisers and operations. Stock numbers are never edited as fields: the
+"Adjust stock" form calls inventory.services, which locks, validates and writes the ledger."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from core.errors import DomainError
+from inventory import services
+from inventory.models import Location, Sku, StockMovement, StockPosition, StockSnapshot
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class PositionInline(ReadOnlyInline):
+    model = StockPosition
+    fields = ("location", "on_hand", "reserved", "available", "version", "updated_at")
+    readonly_fields = fields
+
+
+class LatestMovementInline(ReadOnlyInline):
+    model = StockMovement
+    fields = ("id", "location", "type", "on_hand_delta", "reserved_delta", "on_hand_after", "reserved_after",
+              "source", "reference", "recorded_at")
+    readonly_fields = fields
+    ordering = ("-id",)
+    max_num = 0
+    verbose_name_plural = "Latest movements (25)"
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request).select_related("location").order_by("-id")
+        # A sliced queryset cannot be filtered further by the admin; keep the newest 25 by id.
+        ids = list(qs.values_list("id", flat=True)[:25])
+        return qs.filter(id__in=ids)
+
+
+@admin.register(Location)
+class LocationAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "kind", "priority", "active")
+    list_filter = ("kind", "active")
+    search_fields = ("code", "name")
+
+
+@admin.register(Sku)
+class SkuAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "safety_stock", "active", "updated_at")
+    list_filter = ("active",)
+    search_fields = ("code", "name")
+    inlines = [PositionInline, LatestMovementInline]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            services.sku_update(sku=obj, **{f: form.cleaned_data[f] for f in form.changed_data})
+        else:
+            form.instance = services.sku_create(
+                code=obj.code, name=obj.name, safety_stock=obj.safety_stock, active=obj.active)
+            obj.pk = form.instance.pk
+
+
+class AdjustStockForm(forms.Form):
+    type = forms.ChoiceField(choices=[(t, t) for t in services.ADJUSTMENT_TYPES])
+    quantity = forms.IntegerField(help_text="Signed for 'adjustment', absolute for 'count', > 0 otherwise.")
+    to_location = forms.ModelChoiceField(Location.objects.filter(active=True), required=False,
+                                         to_field_name="code", help_text="Transfers only.")
+    reference = forms.CharField(max_length=200, required=False)
+
+
+@admin.register(StockPosition)
+class StockPositionAdmin(admin.ModelAdmin):
+    list_display = ("sku", "location", "on_hand", "reserved", "available_display", "version", "updated_at",
+                    "adjust_link")
+    list_filter = ("location",)
+    search_fields = ("sku__code", "sku__name")
+    list_select_related = ("sku", "location")
+    readonly_fields = ("sku", "location", "on_hand", "reserved", "version", "updated_at")
+
+    @admin.display(description="available")
+    def available_display(self, obj):
+        return obj.available
+
+    @admin.display(description="")
+    def adjust_link(self, obj):
+        url = reverse("admin:inventory_stockposition_adjust", args=[obj.pk])
+        return format_html('<a href="{}">Adjust stock</a>', url)
+
+    def has_add_permission(self, request):
+        return False  # positions appear with their first movement
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        custom = [path("<int:pk>/adjust/", self.admin_site.admin_view(self.adjust_view),
+                       name="inventory_stockposition_adjust")]
+        return custom + super().get_urls()
+
+    def adjust_view(self, request, pk):
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        position = get_object_or_404(StockPosition.objects.select_related("sku", "location"), pk=pk)
+        form = AdjustStockForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.stock_adjust(
+                    sku=position.sku, location=position.location, type=data["type"],
+                    quantity=data["quantity"], to_location=data["to_location"],
+                    context=services.MovementContext(
+                        source="admin", reference=data["reference"], actor=f"admin:{request.user.username}"),
+                )
+            except DomainError as exc:
+                form.add_error(None, f"{exc.code}: {exc.detail}")
+            else:
+                self.message_user(request, f"{data['type']} of {data['quantity']} applied.", messages.SUCCESS)
+                return redirect("admin:inventory_stockposition_changelist")
+        context = {**self.admin_site.each_context(request), "title": f"Adjust stock: {position}",
+                   "position": position, "form": form, "opts": self.model._meta}
+        return render(request, "admin/inventory/adjust_stock.html", context)
+
+
+@admin.register(StockMovement)
+class StockMovementAdmin(admin.ModelAdmin):
+    """The ledger: readable by those allowed, never added, changed or deleted by anyone."""
+
+    list_display = ("id", "sku", "location", "type", "on_hand_delta", "reserved_delta", "on_hand_after",
+                    "reserved_after", "source", "reference", "occurred_at", "recorded_at")
+    list_filter = ("type", "source", "location")
+    search_fields = ("sku__code", "reference", "event_key")
+    list_select_related = ("sku", "location")
+    date_hierarchy = "recorded_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(StockSnapshot)
+class StockSnapshotAdmin(StockMovementAdmin):
+    list_display = ("taken_at", "position", "on_hand", "reserved", "version", "last_movement_id")
+    list_filter = ()
+    search_fields = ("position__sku__code",)
+    list_select_related = ("position__sku", "position__location")
+    date_hierarchy = "taken_at"

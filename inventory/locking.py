@@ -1,0 +1,50 @@
+"""The one place that builds locking querysets for stock rows.
+
+Every transaction that changes stock locks the positions it touches here, *in primary-key
+order*, so two transactions never wait on each other's locks in opposite order (no deadlocks
+between, say, a transfer A->B and a transfer B->A). Positions are created first if missing, so
+there is always a row to lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+
+from inventory.models import StockPosition
+
+
+def positions_lock(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], StockPosition]:
+    """Lock (creating if needed) the positions for (sku_id, location_id) pairs.
+
+    Must run inside `transaction.atomic()`. Returns {(sku_id, location_id): locked position}
+    with values read under the lock, hence current until the transaction ends.
+    """
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return {}
+    assert transaction.get_connection().in_atomic_block, "positions_lock needs a transaction"
+    StockPosition.objects.bulk_create(
+        [StockPosition(sku_id=s, location_id=loc) for s, loc in wanted],
+        ignore_conflicts=True,  # ON CONFLICT DO NOTHING: concurrent creators both succeed
+    )
+    from django.db.models import Q
+
+    condition = Q()
+    for sku_id, location_id in wanted:
+        condition |= Q(sku_id=sku_id, location_id=location_id)
+    rows = (
+        StockPosition.objects.select_for_update(of=("self",))
+        .filter(condition)
+        .order_by("pk")
+    )
+    return {(p.sku_id, p.location_id): p for p in rows}
+
+
+def positions_lock_for_skus(sku_ids: Iterable[int], location_ids: Iterable[int] | None = None) -> list[StockPosition]:
+    """Lock every existing position of the given SKUs (optionally limited to locations), by pk."""
+    qs = StockPosition.objects.select_for_update(of=("self",)).filter(sku_id__in=sorted(set(sku_ids)))
+    if location_ids is not None:
+        qs = qs.filter(location_id__in=sorted(set(location_ids)))
+    return list(qs.order_by("pk"))

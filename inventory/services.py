@@ -1,0 +1,378 @@
+"""Every change to stock numbers goes through here.
+
+Invariants kept by every function in this module:
+- on_hand >= 0 and reserved >= 0 (also CHECK constraints in the database);
+- each change to a position writes exactly one ledger row in the same transaction and bumps the
+  position's version by one, so on_hand/reserved always equal the sums of ledger deltas;
+- positions are locked through `inventory.locking` (SELECT ... FOR UPDATE, primary-key order)
+  before they are read for a decision, and counters change with F() in a conditional UPDATE, so
+  a decision taken on stale numbers can never be written.
+
+Other apps (reservations, ingestion) compose `positions_lock` + `movement_apply` inside their
+own transactions; views, admin, tasks and commands call the top-level services.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core.errors import Conflict, InsufficientStock, NotFound, ValidationFailed, VersionConflict
+from inventory.locking import positions_lock
+from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
+
+logger = logging.getLogger(__name__)
+
+# Adjustment types a client may request (contract: POST /api/v1/stock/adjustments/).
+ADJUSTMENT_TYPES = ("receipt", "return", "sale", "adjustment", "count", "transfer")
+MAX_QUANTITY = 1_000_000_000  # far above any real stock level; refuses overflow-sized input
+TRANSFER_IN_SUFFIX = "#in"
+
+
+@dataclass
+class AdjustmentResult:
+    movements: list[StockMovement]
+    positions: list[StockPosition]
+    replayed: bool = False  # True when an event key had already been applied
+
+
+@dataclass
+class MovementContext:
+    """Who and why, copied onto every ledger row a service writes."""
+
+    source: str = "api"
+    reference: str = ""
+    actor: str = ""
+    event_key: str | None = None
+    occurred_at: datetime | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ lookups
+
+
+def sku_resolve(sku: Sku | str) -> Sku:
+    if isinstance(sku, Sku):
+        return sku
+    found = Sku.objects.filter(code=sku).first()
+    if found is None:
+        raise NotFound(f"Unknown SKU '{sku}'.", code="sku_not_found")
+    return found
+
+
+def location_resolve(location: Location | str) -> Location:
+    if isinstance(location, Location):
+        return location
+    found = Location.objects.filter(code=location).first()
+    if found is None:
+        raise NotFound(f"Unknown location '{location}'.", code="location_not_found")
+    return found
+
+
+# ------------------------------------------------------------------------------ primitive
+
+
+def movement_apply(
+    position: StockPosition,
+    *,
+    type: str,
+    on_hand_delta: int = 0,
+    reserved_delta: int = 0,
+    context: MovementContext,
+    event_key: str | None = None,
+    metadata: dict | None = None,
+) -> StockMovement:
+    """Change one *locked* position by the given deltas and write its ledger row.
+
+    The caller holds the row lock (inventory.locking) inside a transaction and has already
+    decided the change is allowed. The UPDATE is still conditional: if the decision was taken on
+    stale numbers (a caller forgot the lock), it matches no row and we refuse instead of writing.
+    """
+    conditions = {}
+    if on_hand_delta < 0:
+        conditions["on_hand__gte"] = -on_hand_delta
+    if reserved_delta < 0:
+        conditions["reserved__gte"] = -reserved_delta
+    updated = StockPosition.objects.filter(pk=position.pk, **conditions).update(
+        on_hand=F("on_hand") + on_hand_delta,
+        reserved=F("reserved") + reserved_delta,
+        version=F("version") + 1,
+        updated_at=timezone.now(),
+    )
+    if updated != 1:
+        raise InsufficientStock(
+            "Stock changed underneath this operation; nothing was applied.",
+            available=position.available,
+        )
+    # We hold the lock, so the new values are exactly old + delta.
+    position.on_hand += on_hand_delta
+    position.reserved += reserved_delta
+    position.version += 1
+    return StockMovement.objects.create(
+        position=position,
+        sku_id=position.sku_id,
+        location_id=position.location_id,
+        type=type,
+        on_hand_delta=on_hand_delta,
+        reserved_delta=reserved_delta,
+        on_hand_after=position.on_hand,
+        reserved_after=position.reserved,
+        source=context.source,
+        reference=context.reference,
+        event_key=event_key,
+        actor=context.actor,
+        occurred_at=context.occurred_at or timezone.now(),
+        metadata={**context.metadata, **(metadata or {})},
+    )
+
+
+def positions_changed(positions: Iterable[StockPosition], *, availability_rose: bool) -> None:
+    """Called inside the transaction after every stock change, by every service that changes
+    stock. Capabilities that react to stock changes are called from here explicitly, so the
+    order of effects is visible in one place (no signals)."""
+    positions = list(positions)
+    if not positions:
+        return
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def _validate(type: str, quantity, to_location) -> None:
+    if type not in ADJUSTMENT_TYPES:
+        raise ValidationFailed(
+            f"Unknown type '{type}'; expected one of: {', '.join(ADJUSTMENT_TYPES)}.", code="invalid_type")
+    if isinstance(quantity, bool) or not isinstance(quantity, int):
+        raise ValidationFailed("quantity must be an integer.", code="invalid_quantity")
+    if abs(quantity) > MAX_QUANTITY:
+        raise ValidationFailed(f"quantity must be at most {MAX_QUANTITY} in size.", code="invalid_quantity")
+    if type == "adjustment":
+        if quantity == 0:
+            raise ValidationFailed("An adjustment needs a non-zero quantity.", code="invalid_quantity")
+    elif type == "count":
+        if quantity < 0:
+            raise ValidationFailed("A count is an absolute quantity >= 0.", code="invalid_quantity")
+    elif quantity <= 0:
+        raise ValidationFailed(f"A {type} needs a quantity > 0.", code="invalid_quantity")
+    if type == "transfer" and not to_location:
+        raise ValidationFailed("A transfer needs to_location.", code="to_location_required")
+    if type != "transfer" and to_location:
+        raise ValidationFailed("to_location is only for transfers.", code="invalid_to_location")
+
+
+def _check_version(position: StockPosition, expected_version: int | None) -> None:
+    if expected_version is not None and position.version != expected_version:
+        raise VersionConflict(
+            f"Position version is {position.version}, not {expected_version}.",
+            current_version=position.version,
+        )
+
+
+def _replay(event_key: str) -> AdjustmentResult | None:
+    """The first result for an event key already applied, or None."""
+    movements = list(
+        StockMovement.objects.filter(event_key__in=[event_key, event_key + TRANSFER_IN_SUFFIX])
+        .select_related("sku", "location")
+        .order_by("id")
+    )
+    if not movements:
+        return None
+    positions = []
+    for m in movements:
+        # The position as that movement left it: numbers from the row, version by counting.
+        version = StockMovement.objects.filter(position_id=m.position_id, id__lte=m.id).count()
+        positions.append(StockPosition(
+            pk=m.position_id, sku=m.sku, location=m.location,
+            on_hand=m.on_hand_after, reserved=m.reserved_after, version=version,
+        ))
+    return AdjustmentResult(movements=movements, positions=positions, replayed=True)
+
+
+# ------------------------------------------------------------------------------ services
+
+
+def stock_adjust(
+    *,
+    sku: Sku | str,
+    location: Location | str,
+    type: str,
+    quantity: int,
+    to_location: Location | str | None = None,
+    expected_version: int | None = None,
+    context: MovementContext | None = None,
+) -> AdjustmentResult:
+    """Apply one adjustment (receipt, return, sale, adjustment, count, transfer) atomically.
+
+    Lock order: the positions involved, by primary key (inventory.locking). Idempotent on
+    `context.event_key`: a key already in the ledger returns the first result, changing nothing.
+    Raises ValidationFailed, NotFound, InsufficientStock (409) or VersionConflict (412).
+    """
+    context = context or MovementContext()
+    _validate(type, quantity, to_location)
+    if context.event_key and (replayed := _replay(context.event_key)):
+        return replayed
+    sku_obj = sku_resolve(sku)
+    location_obj = location_resolve(location)
+    to_location_obj = location_resolve(to_location) if to_location else None
+    if to_location_obj is not None and to_location_obj.pk == location_obj.pk:
+        raise ValidationFailed("to_location must differ from location.", code="invalid_to_location")
+    try:
+        return _stock_adjust_atomic(sku_obj, location_obj, type, quantity, to_location_obj,
+                                    expected_version, context)
+    except IntegrityError:
+        # A concurrent request with the same event key won the unique index.
+        if context.event_key and (replayed := _replay(context.event_key)):
+            return replayed
+        raise
+
+
+@transaction.atomic(durable=True)
+def _stock_adjust_atomic(sku, location, type, quantity, to_location, expected_version, context):
+    pairs = [(sku.pk, location.pk)] + ([(sku.pk, to_location.pk)] if to_location else [])
+    locked = positions_lock(pairs)
+    # Checked again under the lock: a concurrent twin may have committed while we waited.
+    if context.event_key and (replayed := _replay(context.event_key)):
+        return replayed
+    position = locked[(sku.pk, location.pk)]
+    _check_version(position, expected_version)
+    key = context.event_key
+    movements: list[StockMovement] = []
+    if type in ("receipt", "return"):
+        movements.append(movement_apply(position, type=type, on_hand_delta=quantity, context=context,
+                                         event_key=key))
+    elif type == "sale":
+        if quantity > position.available:
+            raise InsufficientStock(
+                f"Only {position.available} of {sku.code} available at {location.code}.",
+                available=position.available)
+        movements.append(movement_apply(position, type=type, on_hand_delta=-quantity, context=context,
+                                         event_key=key))
+    elif type == "adjustment":
+        if position.on_hand + quantity < 0:
+            raise InsufficientStock(
+                f"On hand is {position.on_hand}; an adjustment of {quantity} would go below zero.",
+                available=position.available)
+        movements.append(movement_apply(position, type=type, on_hand_delta=quantity, context=context,
+                                         event_key=key))
+    elif type == "count":
+        movements.append(movement_apply(position, type=type, on_hand_delta=quantity - position.on_hand,
+                                         context=context, event_key=key, metadata={"counted": quantity}))
+    elif type == "transfer":
+        if quantity > position.available:
+            raise InsufficientStock(
+                f"Only {position.available} of {sku.code} available to transfer from {location.code}.",
+                available=position.available)
+        destination = locked[(sku.pk, to_location.pk)]
+        movements.append(movement_apply(position, type=MovementType.TRANSFER_OUT, on_hand_delta=-quantity,
+                                         context=context, event_key=key,
+                                         metadata={"to_location": to_location.code}))
+        movements.append(movement_apply(destination, type=MovementType.TRANSFER_IN, on_hand_delta=quantity,
+                                         context=context,
+                                         event_key=key + TRANSFER_IN_SUFFIX if key else None,
+                                         metadata={"from_location": location.code}))
+    changed = [locked[pair] for pair in pairs]
+    positions_changed(changed, availability_rose=any(m.on_hand_delta > 0 for m in movements))
+    for p in changed:
+        p.sku, p.location = sku, (location if p.location_id == location.pk else to_location)
+    return AdjustmentResult(movements=movements, positions=changed)
+
+
+def stock_receive(*, sku, location, quantity: int, context: MovementContext | None = None) -> AdjustmentResult:
+    """Goods arrived: on_hand += quantity."""
+    return stock_adjust(sku=sku, location=location, type="receipt", quantity=quantity, context=context)
+
+
+def stock_return(*, sku, location, quantity: int, context: MovementContext | None = None) -> AdjustmentResult:
+    """A customer return put back into stock: on_hand += quantity."""
+    return stock_adjust(sku=sku, location=location, type="return", quantity=quantity, context=context)
+
+
+def stock_sell(*, sku, location, quantity: int, context: MovementContext | None = None) -> AdjustmentResult:
+    """A sale of unreserved stock; refused (409) beyond available."""
+    return stock_adjust(sku=sku, location=location, type="sale", quantity=quantity, context=context)
+
+
+def stock_count(*, sku, location, quantity: int, context: MovementContext | None = None) -> AdjustmentResult:
+    """A physical count: on_hand := quantity; the ledger records the delta."""
+    return stock_adjust(sku=sku, location=location, type="count", quantity=quantity, context=context)
+
+
+def stock_transfer(*, sku, location, to_location, quantity: int,
+                   context: MovementContext | None = None) -> AdjustmentResult:
+    """Move stock between locations in one transaction; both positions locked in pk order."""
+    return stock_adjust(sku=sku, location=location, to_location=to_location, type="transfer",
+                        quantity=quantity, context=context)
+
+
+# ------------------------------------------------------------------------------ snapshots
+
+
+@transaction.atomic
+def snapshot_take() -> int:
+    """Copy every position whose version moved since its last snapshot (beat, every 5 min).
+
+    An audit trail of levels that needs no ledger replay; reads only, never changes stock.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO inventory_stocksnapshot (taken_at, position_id, on_hand, reserved, version,
+                                                 last_movement_id)
+            SELECT %s, p.id, p.on_hand, p.reserved, p.version,
+                   COALESCE((SELECT MAX(m.id) FROM inventory_stockmovement m WHERE m.position_id = p.id), 0)
+            FROM inventory_stockposition p
+            WHERE p.version <> COALESCE(
+                (SELECT s.version FROM inventory_stocksnapshot s WHERE s.position_id = p.id
+                 ORDER BY s.taken_at DESC LIMIT 1), -1)
+            """,
+            [timezone.now()],
+        )
+        return cursor.rowcount
+
+
+# ------------------------------------------------------------------------------ catalog
+
+
+def location_create(*, code: str, name: str, kind: str = Location.Kind.WAREHOUSE, active: bool = True,
+                    priority: int = 100) -> Location:
+    """Create a location; 409 `duplicate_location` when the code exists."""
+    try:
+        with transaction.atomic():
+            return Location.objects.create(code=code, name=name, kind=kind, active=active, priority=priority)
+    except IntegrityError:
+        raise Conflict(f"Location '{code}' already exists.", code="duplicate_location") from None
+
+
+def location_update(*, location: Location, **fields) -> Location:
+    """Change name, kind, active or priority (the code is the public identifier and stays)."""
+    for name, value in fields.items():
+        setattr(location, name, value)
+    location.save(update_fields=list(fields) or None)
+    return location
+
+
+def sku_create(*, code: str, name: str, safety_stock: int = 0, active: bool = True) -> Sku:
+    """Create a SKU; 409 `duplicate_sku` when the code exists."""
+    try:
+        with transaction.atomic():
+            return Sku.objects.create(code=code, name=name, safety_stock=safety_stock, active=active)
+    except IntegrityError:
+        raise Conflict(f"SKU '{code}' already exists.", code="duplicate_sku") from None
+
+
+def sku_update(*, sku: Sku, **fields) -> Sku:
+    """Change name, safety stock or active. Safety stock changes what channels may sell, so the
+    change is announced like a stock change."""
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(sku, name, value)
+        sku.save(update_fields=[*fields, "updated_at"] if fields else None)
+        if "safety_stock" in fields or "active" in fields:
+            positions_changed(StockPosition.objects.filter(sku=sku), availability_rose=False)
+    return sku
