@@ -1,0 +1,80 @@
+"""Channel configuration writes. (Propagation services live in channels/propagation.py.)"""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+
+from channels.models import Channel, ChannelListing
+from core.errors import Conflict
+from inventory.services import sku_resolve
+
+# Nested API objects -> model fields.
+_NESTED = {
+    "buffer": {"type": "buffer_type", "value": "buffer_value"},
+    "retry": {"max_attempts": "retry_max_attempts", "base_delay": "retry_base_delay",
+              "max_delay": "retry_max_delay"},
+    "circuit": {"failure_threshold": "circuit_failure_threshold", "cooldown_seconds": "circuit_cooldown_seconds"},
+}
+_M2M = ("locations", "authoritative_locations")
+
+
+def _apply(channel: Channel, data: dict) -> list:
+    m2m = []
+    for key, value in data.items():
+        if key in _NESTED:
+            for sub, field in _NESTED[key].items():
+                if sub in value:
+                    setattr(channel, field, value[sub])
+        elif key in _M2M:
+            m2m.append((key, value))
+        else:
+            setattr(channel, key, value)
+    return m2m
+
+
+@transaction.atomic
+def channel_create(**data) -> Channel:
+    """Create a channel from the API's shape; 409 `duplicate_channel` on an existing slug."""
+    if Channel.objects.filter(slug=data["slug"]).exists():
+        raise Conflict(f"Channel '{data['slug']}' already exists.", code="duplicate_channel")
+    channel = Channel()
+    m2m = _apply(channel, data)
+    try:
+        with transaction.atomic():
+            channel.save()
+    except IntegrityError:
+        raise Conflict(f"Channel '{data['slug']}' already exists.", code="duplicate_channel") from None
+    for key, value in m2m:
+        getattr(channel, key).set(value)
+    return channel
+
+
+@transaction.atomic
+def channel_update(*, channel: Channel, **data) -> Channel:
+    """Change any field (the slug is the public identifier and stays)."""
+    data.pop("slug", None)
+    m2m = _apply(channel, data)
+    channel.save()
+    for key, value in m2m:
+        getattr(channel, key).set(value)
+    return channel
+
+
+def listing_upsert(*, channel: Channel, sku: str, external_id: str, attributes: dict | None = None
+                   ) -> tuple[ChannelListing, bool]:
+    """Map a SKU to the channel's id. Re-posting the same SKU updates its mapping; an
+    external_id already mapped to another SKU is a 409 `duplicate_external_id`."""
+    sku_obj = sku_resolve(sku)
+    clash = ChannelListing.objects.filter(channel=channel, external_id=external_id).exclude(sku=sku_obj).first()
+    if clash:
+        raise Conflict(f"external_id '{external_id}' is already mapped to SKU '{clash.sku.code}'.",
+                       code="duplicate_external_id")
+    try:
+        with transaction.atomic():
+            listing, created = ChannelListing.objects.update_or_create(
+                channel=channel, sku=sku_obj,
+                defaults={"external_id": external_id, "attributes": attributes or {}},
+            )
+    except IntegrityError:
+        raise Conflict(f"external_id '{external_id}' is already mapped.", code="duplicate_external_id") from None
+    return listing, created
