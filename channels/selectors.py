@@ -22,5 +22,11 @@ def channel_dead_letter_count(*, channel: Channel) -> int:
     return 0
 
 
+def channel_last_pushed(*, channel: Channel, sku_id: int) -> int | None:
+    """The quantity we last pushed to this channel for this SKU (None if never). Ingestion uses
+    it to ignore a marketplace's echo of our own push. Filled by propagation."""
+    return None
+
+
 def listings_for_channel(*, channel: Channel):
     return ChannelListing.objects.filter(channel=channel).select_related("sku", "channel").order_by("id")
