@@ -178,3 +178,15 @@ def test_snapshot_copies_only_changed_positions(sku, location, other_location):
     assert services.snapshot_take() == 0
     adjust(sku, location, "sale", 1)
     assert services.snapshot_take() == 1
+
+
+def test_conditional_update_refuses_a_decision_taken_on_stale_numbers(sku, location):
+    """Second line of defence: a caller that decided on numbers read without the lock cannot
+    write them. (The race test covers the lock; this covers the conditional UPDATE.)"""
+    adjust(sku, location, "receipt", 1)
+    stale = position(sku, location)  # read, not locked
+    adjust(sku, location, "sale", 1)  # someone else sells the last unit
+    with pytest.raises(InsufficientStock), transaction.atomic():
+        services.movement_apply(stale, type="sale", on_hand_delta=-1, context=MovementContext())
+    assert position(sku, location).on_hand == 0
+    assert StockMovement.objects.count() == 2

@@ -1,0 +1,21 @@
+# One image for web, worker and beat (docker-compose.yml picks the command).
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 INVENTORY_DATA_DIR=/data
+WORKDIR /app
+COPY pyproject.toml requirements.lock README.md ./
+COPY config ./config
+COPY core ./core
+COPY inventory ./inventory
+COPY reservations ./reservations
+COPY channels ./channels
+COPY ingestion ./ingestion
+COPY devtools ./devtools
+COPY templates ./templates
+COPY manage.py ./
+RUN pip install --no-cache-dir -c requirements.lock . \
+    && useradd --system --uid 1000 app && mkdir -p /data && chown app /data
+# Static files are collected at build time with a throwaway key; whitenoise serves them.
+RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput -v 0
+USER app
+EXPOSE 8000
+CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--workers", "2", "--threads", "8"]
