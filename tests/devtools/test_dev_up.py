@@ -1,0 +1,70 @@
+"""`./dev up` for real: a second stack (own port, own data dir, own database on the test
+server) comes up, answers /healthz, and SIGTERM stops every child."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import psycopg
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+
+from devtools.services import free_port
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_dev_up_serves_health_and_stops_cleanly(tmp_path, db):
+    s = connection.settings_dict
+    admin_url = f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST']}:{s['PORT']}/postgres"
+    dbname = f"devup_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "INVENTORY_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": admin_url.rsplit("/", 1)[0] + f"/{dbname}",
+        "REDIS_URL": settings.REDIS_URL.rsplit("/", 1)[0] + "/7",
+        "DJANGO_SUPERUSER_PASSWORD": "test-password-1",
+    }
+    env.pop("INVENTORY_TESTING", None)
+    log = tmp_path / "up.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "devtools", "up"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        health = None
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+                if health.status_code == 200:
+                    break
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+            time.sleep(0.5)
+        assert health is not None and health.json()["checks"] == {"database": "ok", "redis": "ok", "broker": "ok"}
+        while "worker-" not in log.read_text() or "ready." not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        text = log.read_text()
+        assert "password: test-password-1" in text and f"http://127.0.0.1:{port}/admin/" in text
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0, log.read_text()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"children left running: {alive}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
