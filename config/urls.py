@@ -22,5 +22,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "core.errors.handler400"
+handler403 = "core.errors.handler403"
 handler404 = "core.errors.handler404"
 handler500 = "core.errors.handler500"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exc
 from rest_framework.response import Response
@@ -95,6 +95,10 @@ def exception_handler(exc, context):
     """DRF EXCEPTION_HANDLER: every handled error answers the contract's shape."""
     if isinstance(exc, DomainError):
         return Response(exc.body(), status=exc.status)
+    if isinstance(exc, RequestDataTooBig):
+        return Response({"error": "payload_too_large", "detail": "The request body is too large."}, status=413)
+    if isinstance(exc, SuspiciousOperation):
+        return Response({"error": "bad_request", "detail": "The request was refused as malformed."}, status=400)
     if isinstance(exc, Http404 | ObjectDoesNotExist):
         return Response({"error": "not_found", "detail": str(exc) or "Not found."}, status=404)
     if isinstance(exc, drf_exc.ValidationError):
@@ -120,6 +124,16 @@ def exception_handler(exc, context):
 def json_error(status: int, code: str, detail: str, **extra) -> JsonResponse:
     """The same shape for plain Django views (webhooks, handlers)."""
     return JsonResponse({"error": code, "detail": detail, **extra}, status=status)
+
+
+def handler400(request, exception=None):
+    if isinstance(exception, RequestDataTooBig):
+        return json_error(413, "payload_too_large", "The request body is too large.")
+    return json_error(400, "bad_request", "The request was refused as malformed.")
+
+
+def handler403(request, exception=None):
+    return json_error(403, "permission_denied", "You do not have permission for this.")
 
 
 def handler404(request, exception=None):

@@ -260,3 +260,10 @@ def test_idempotency_in_flight_is_409(api, sku, location):
     IdempotencyRecord.objects.filter(api_key=key, key="slow").update(state="in_flight")
     assert first.status_code == 201
     assert_error(post(api, ADJUST, body, HTTP_IDEMPOTENCY_KEY="slow"), 409, "idempotency_key_in_flight")
+
+
+def test_oversized_body_is_413_with_error_shape(api):
+    huge = json.dumps({"sku": "x" * (3 * 1024 * 1024), "location": "wh", "type": "receipt", "quantity": 1})
+    response = api.generic("POST", ADJUST, huge, content_type="application/json", HTTP_IDEMPOTENCY_KEY="big")
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
