@@ -4,6 +4,7 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -24,6 +25,13 @@ app.conf.beat_schedule = {
     "inventory-snapshot": {
         "task": "inventory.snapshot_positions",
         "schedule": 300.0,
+    },
+    # Expired checkouts must give their units back quickly (a flash sale re-sells them within
+    # the interval); commit/extend also expire a reservation on touch, so the sweep only bounds
+    # how long an abandoned hold lingers. 30 s by default: cheap (an indexed query) when idle.
+    "reservations-expire": {
+        "task": "reservations.expire",
+        "schedule": float(settings.RESERVATION_EXPIRY_INTERVAL_SECONDS),
     },
     # Idempotency keys must live >= 24 h (contract); hourly pruning keeps the table small.
     "core-prune-idempotency": {

@@ -149,6 +149,14 @@ SPECTACULAR_SETTINGS = {
 # Idempotency-Key records are kept at least this long (contract: >= 24 h).
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=48)
 
+# --- Reservations (docs/reservations.md)
+RESERVATION_DEFAULT_TTL_SECONDS = env.int("RESERVATION_DEFAULT_TTL_SECONDS", default=900)
+RESERVATION_MAX_TTL_SECONDS = env.int("RESERVATION_MAX_TTL_SECONDS", default=86400)
+RESERVATION_MAX_LINES = env.int("RESERVATION_MAX_LINES", default=100)
+# How often beat runs the expiry sweep: a reservation outlives its deadline by at most this long.
+RESERVATION_EXPIRY_INTERVAL_SECONDS = env.int("RESERVATION_EXPIRY_INTERVAL_SECONDS", default=30)
+RESERVATION_EXPIRY_BATCH_SIZE = env.int("RESERVATION_EXPIRY_BATCH_SIZE", default=200)
+
 # --- Celery (at-least-once; see config/celery.py for the periodic schedule)
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -137,11 +137,18 @@ class StockMovementAdmin(admin.ModelAdmin):
     """The ledger: readable by those allowed, never added, changed or deleted by anyone."""
 
     list_display = ("id", "sku", "location", "type", "on_hand_delta", "reserved_delta", "on_hand_after",
-                    "reserved_after", "source", "reference", "occurred_at", "recorded_at")
+                    "reserved_after", "source", "reference", "reservation_link", "occurred_at", "recorded_at")
     list_filter = ("type", "source", "location")
     search_fields = ("sku__code", "reference", "event_key")
     list_select_related = ("sku", "location")
     date_hierarchy = "recorded_at"
+
+    @admin.display(description="reservation")
+    def reservation_link(self, obj):
+        if not getattr(obj, "reservation_id", None):
+            return "-"
+        url = reverse("admin:reservations_reservation_change", args=[obj.reservation_id])
+        return format_html('<a href="{}">{}</a>', url, str(obj.reservation_id)[:8])
 
     def has_add_permission(self, request):
         return False

@@ -107,6 +107,9 @@ class StockMovement(models.Model):
     occurred_at = models.DateTimeField()
     recorded_at = models.DateTimeField(auto_now_add=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # The checkout reservation that caused this row (reserve, release, commit, expiry).
+    reservation = models.ForeignKey("reservations.Reservation", null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="movements")
 
     class Meta:
         indexes = [

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from uuid import UUID
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
@@ -52,6 +53,8 @@ class MovementContext:
     event_key: str | None = None
     occurred_at: datetime | None = None
     metadata: dict = field(default_factory=dict)
+    # Set by reservations.services so each ledger row links to the reservation that caused it.
+    reservation_id: UUID | str | None = None
 
 
 # ------------------------------------------------------------------------------ lookups
@@ -129,6 +132,7 @@ def movement_apply(
         actor=context.actor,
         occurred_at=context.occurred_at or timezone.now(),
         metadata={**context.metadata, **(metadata or {})},
+        reservation_id=context.reservation_id,
     )
 
 
@@ -139,6 +143,10 @@ def positions_changed(positions: Iterable[StockPosition], *, availability_rose: 
     positions = list(positions)
     if not positions:
         return
+    if availability_rose:  # waiting reservations take freed units first, in this transaction
+        from reservations.services import reservations_waitlist_activate_for
+
+        reservations_waitlist_activate_for(positions)
 
 
 # ------------------------------------------------------------------------------ validation

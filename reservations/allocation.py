@@ -1,0 +1,121 @@
+"""Deciding which positions a reservation draws from. Pure functions over *locked* positions.
+
+Shared by creation and waitlist activation so both apply the same rules:
+- lines naming the same SKU (and the same location, or none) are merged before checking;
+- a line naming a location draws only from that location;
+- a line without a location draws from the locations eligible for the channel in priority
+  order (Location.priority, then code), and may be split across several of them;
+- all lines or none: any shortfall refuses the whole request.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from inventory.models import Location, StockPosition
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    """One merged request line: ids, not codes (resolved by the caller)."""
+
+    sku_id: int
+    quantity: int
+    location_id: int | None = None
+
+
+@dataclass
+class Allocation:
+    """Outcome of `allocate`: holds per position, or per-SKU shortfalls (never both)."""
+
+    holds: dict[int, tuple[StockPosition, int]]  # position pk -> (position, quantity)
+    requested: dict[int, int]  # sku_id -> total requested
+    available: dict[int, int]  # sku_id -> total available where this request may draw
+    short: list[int]  # sku_ids that could not be covered, in request order
+
+    @property
+    def ok(self) -> bool:
+        return not self.short
+
+
+def lines_merge(lines: list[LineRequest]) -> list[LineRequest]:
+    """Sum lines naming the same (sku, location), keeping first-appearance order."""
+    totals: dict[tuple[int, int | None], int] = {}
+    for line in lines:
+        key = (line.sku_id, line.location_id)
+        totals[key] = totals.get(key, 0) + line.quantity
+    return [LineRequest(sku_id=s, location_id=loc, quantity=q) for (s, loc), q in totals.items()]
+
+
+def eligible_locations(channel_id: int | None, *, cache: dict | None = None) -> list[Location]:
+    """Active locations a reservation may draw from, in priority order.
+
+    The channel's own locations when it lists any; otherwise (or with no channel) every active
+    location: a channel configured without a location list sells from everywhere.
+    """
+    if cache is not None and channel_id in cache:
+        return cache[channel_id]
+    found: list[Location] = []
+    if channel_id is not None:
+        found = list(Location.objects.filter(channels__id=channel_id, active=True).order_by("priority", "code"))
+    if not found:
+        found = list(Location.objects.filter(active=True).order_by("priority", "code"))
+    if cache is not None:
+        cache[channel_id] = found
+    return found
+
+
+def location_ids_for(lines: list[LineRequest], eligible: list[Location]) -> list[int]:
+    """Every location id the lines may draw from (eligible ones plus explicitly named ones)."""
+    ids = [loc.pk for loc in eligible]
+    ids += [line.location_id for line in lines if line.location_id is not None and line.location_id not in ids]
+    return ids
+
+
+def allocate(
+    lines: list[LineRequest],
+    positions: dict[tuple[int, int], StockPosition],
+    eligible_ids: list[int],
+) -> Allocation:
+    """Plan holds for merged `lines` against locked `positions` {(sku_id, location_id): pos}.
+
+    Explicitly located lines are served first so an unlocated line of the same SKU does not take
+    the units the located one needs. Nothing is written here.
+    """
+    remaining = {key: p.available for key, p in positions.items()}
+    holds: dict[int, tuple[StockPosition, int]] = {}
+    requested: dict[int, int] = defaultdict(int)
+    available: dict[int, int] = defaultdict(int)
+    short: list[int] = []
+
+    for line in lines:
+        requested[line.sku_id] += line.quantity
+    for sku_id in requested:
+        seen = set(eligible_ids) | {ln.location_id for ln in lines if ln.sku_id == sku_id and ln.location_id}
+        available[sku_id] = sum(remaining.get((sku_id, loc), 0) for loc in seen)
+
+    def hold(position: StockPosition, quantity: int) -> None:
+        _, before = holds.get(position.pk, (position, 0))
+        holds[position.pk] = (position, before + quantity)
+        remaining[(position.sku_id, position.location_id)] -= quantity
+
+    for line in sorted(lines, key=lambda ln: ln.location_id is None):
+        need = line.quantity
+        candidates = [line.location_id] if line.location_id is not None else eligible_ids
+        for location_id in candidates:
+            position = positions.get((line.sku_id, location_id))
+            if position is None or need == 0:
+                continue
+            take = min(need, remaining[(line.sku_id, location_id)])
+            if take > 0:
+                hold(position, take)
+                need -= take
+        if need > 0 and line.sku_id not in short:
+            short.append(line.sku_id)
+
+    if short:
+        holds = {}
+        order = list(requested)
+        short.sort(key=order.index)
+    return Allocation(holds=holds, requested=dict(requested), available=dict(available), short=short)

@@ -1,0 +1,504 @@
+"""Reservations: create, commit, release, extend, expire, and commit-for-order. Writes only.
+
+Invariants kept here:
+- a reservation holds stock only while `active`: its lines' quantities are counted in
+  `reserved` on exactly those positions, and each change writes ledger rows linked to it
+  (StockMovement.reservation), so the ledger explains every unit of `reserved`;
+- it leaves `active` exactly once (committed, released or expired), under its row lock, so a
+  commit racing the expiry sweep ends in one outcome, never both;
+- all lines or none: a refused request changes nothing.
+
+Lock order, everywhere: the reservation row(s) first, then positions through inventory.locking
+(primary-key order). Creation locks only positions (its row is new). Waitlist activation runs
+inside transactions that already hold positions, so it never waits for a lock at all (see
+reservations.waitlist).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from channels.models import Channel
+from core.errors import Conflict, DomainError, InsufficientStock, NotFound, ValidationFailed
+from core.models import ApiKey
+from inventory.locking import positions_lock, positions_lock_for_skus
+from inventory.models import Location, MovementType, Sku, StockPosition
+from inventory.services import MAX_QUANTITY, MovementContext, movement_apply, positions_changed
+from reservations.allocation import (
+    Allocation,
+    LineRequest,
+    allocate,
+    eligible_locations,
+    lines_merge,
+    location_ids_for,
+)
+from reservations.models import Reservation, ReservationLine, WaitlistEntry
+from reservations.waitlist import (  # noqa: F401 - re-exported: inventory and tasks call these
+    reservations_waitlist_activate,
+    reservations_waitlist_activate_for,
+    reservations_waitlist_sweep,
+)
+
+logger = logging.getLogger(__name__)
+
+Status = Reservation.Status
+
+
+class ReservationExpired(DomainError):
+    status = 410
+    code = "reservation_expired"
+
+
+def _setting(name: str, default: int) -> int:
+    return int(getattr(settings, name, default))
+
+
+def default_ttl_seconds() -> int:
+    return _setting("RESERVATION_DEFAULT_TTL_SECONDS", 900)
+
+
+def max_ttl_seconds() -> int:
+    return _setting("RESERVATION_MAX_TTL_SECONDS", 86400)
+
+
+def max_lines() -> int:
+    return _setting("RESERVATION_MAX_LINES", 100)
+
+
+# ------------------------------------------------------------------------------ input
+
+
+def _ttl(ttl_seconds: int | None) -> int:
+    if ttl_seconds is None:
+        return default_ttl_seconds()
+    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds <= max_ttl_seconds():
+        raise ValidationFailed(f"ttl_seconds must be an integer from 1 to {max_ttl_seconds()}.", code="invalid_ttl")
+    return ttl_seconds
+
+
+def _channel_resolve(channel: Channel | str | int | None) -> Channel | None:
+    if channel is None or channel == "" or isinstance(channel, Channel):
+        return channel or None
+    found = (Channel.objects.filter(pk=channel) if isinstance(channel, int)
+             else Channel.objects.filter(slug=channel)).first()
+    if found is None:
+        raise NotFound(f"Unknown channel '{channel}'.", code="channel_not_found")
+    return found
+
+
+def _lines_resolve(lines: list[dict], channel: Channel | None) -> tuple[list[LineRequest], dict[int, Sku],
+                                                                         list[Location], dict[int, Location]]:
+    """Validate and resolve request lines (codes -> ids), merge duplicates. Two or three queries.
+
+    Returns the merged requests, {sku_id: Sku}, the eligible locations in priority order, and
+    {location_id: Location} for every location the lines may name or draw from."""
+    if not isinstance(lines, list) or not lines:
+        raise ValidationFailed("A reservation needs at least one line.", code="lines_required")
+    if len(lines) > max_lines():
+        raise ValidationFailed(f"At most {max_lines()} lines per reservation.", code="too_many_lines")
+    for i, line in enumerate(lines):
+        quantity = line.get("quantity") if isinstance(line, dict) else None
+        if not isinstance(line, dict) or not isinstance(line.get("sku"), str) or not line["sku"]:
+            raise ValidationFailed(f"lines.{i}: each line needs a SKU code.", code="validation_error")
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_QUANTITY:
+            raise ValidationFailed(f"lines.{i}.quantity must be an integer from 1 to {MAX_QUANTITY}.",
+                                   code="invalid_quantity")
+        if line.get("location") is not None and not isinstance(line["location"], str):
+            raise ValidationFailed(f"lines.{i}.location must be a location code.", code="validation_error")
+    sku_codes = {line["sku"] for line in lines}
+    skus = {s.code: s for s in Sku.objects.filter(code__in=sku_codes)}
+    for code in sku_codes:
+        if code not in skus:
+            raise NotFound(f"Unknown SKU '{code}'.", code="sku_not_found")
+        if not skus[code].active:
+            raise Conflict(f"SKU '{code}' is not active and cannot be reserved.", code="sku_inactive")
+    eligible = eligible_locations(channel.pk if channel else None)
+    location_codes = {line["location"] for line in lines if line.get("location")}
+    named: dict[str, Location] = {}
+    if location_codes:
+        named = {loc.code: loc for loc in Location.objects.filter(code__in=location_codes)}
+        eligible_ids = {loc.pk for loc in eligible}
+        for code in location_codes:
+            if code not in named:
+                raise NotFound(f"Unknown location '{code}'.", code="location_not_found")
+            if not named[code].active:
+                raise Conflict(f"Location '{code}' is not active.", code="location_inactive")
+            if named[code].pk not in eligible_ids:
+                raise ValidationFailed(f"Location '{code}' does not supply channel '{channel}'.",
+                                       code="location_not_eligible")
+    requests = lines_merge([
+        LineRequest(sku_id=skus[line["sku"]].pk, quantity=line["quantity"],
+                    location_id=named[line["location"]].pk if line.get("location") else None)
+        for line in lines
+    ])
+    for line in requests:
+        if line.quantity > MAX_QUANTITY:
+            raise ValidationFailed(f"At most {MAX_QUANTITY} units of a SKU per reservation.", code="invalid_quantity")
+    locations = {loc.pk: loc for loc in [*eligible, *named.values()]}
+    return requests, {s.pk: s for s in skus.values()}, eligible, locations
+
+
+def _refusal(plan: Allocation, skus: dict[int, Sku]) -> InsufficientStock:
+    short = ", ".join(f"{skus[s].code} (requested {plan.requested[s]}, available {plan.available[s]})"
+                      for s in plan.short)
+    return InsufficientStock(
+        f"Not enough stock for {short}; nothing was reserved.",
+        lines=[{"sku": skus[s].code, "requested": plan.requested[s], "available": plan.available[s]}
+               for s in plan.requested],
+    )
+
+
+# ------------------------------------------------------------------------------ shared steps
+
+
+def _context_for(reservation: Reservation, context: MovementContext | None) -> MovementContext:
+    context = context or MovementContext()
+    return replace(context, reservation_id=reservation.pk, reference=context.reference or reservation.order_ref)
+
+
+def holds_apply(reservation: Reservation, plan: Allocation, *, context: MovementContext,
+                order: list[int] | None = None) -> tuple[list[StockPosition], list[ReservationLine]]:
+    """Raise `reserved` for every planned hold of a locked plan and write the lines + ledger rows.
+
+    `order` (SKU ids) only orders the lines as the client listed them; positions are already locked.
+    Returns the positions changed and the lines written.
+    """
+    rank = {sku_id: i for i, sku_id in enumerate(order or [])}
+    ctx = _context_for(reservation, context)
+    touched, lines = [], []
+    for position, quantity in sorted(plan.holds.values(), key=lambda h: (rank.get(h[0].sku_id, 0), h[0].pk)):
+        movement_apply(position, type=MovementType.RESERVE, reserved_delta=quantity, context=ctx)
+        lines.append(ReservationLine(reservation=reservation, sku_id=position.sku_id,
+                                     location_id=position.location_id, quantity=quantity))
+        touched.append(position)
+    ReservationLine.objects.bulk_create(lines)
+    return touched, lines
+
+
+def _lines_positions(reservation: Reservation) -> list[tuple[ReservationLine, StockPosition]]:
+    """The reservation's lines with their positions, locked in primary-key order."""
+    lines = list(reservation.lines.all())
+    locked = positions_lock([(line.sku_id, line.location_id) for line in lines])
+    return [(line, locked[(line.sku_id, line.location_id)]) for line in lines]
+
+
+def _stock_release(reservation: Reservation, *, status: str, context: MovementContext | None,
+                   closed_by: str, now: datetime) -> None:
+    """Active -> released/expired on a locked reservation: reserved drops by every line."""
+    ctx = _context_for(reservation, context)
+    pairs = _lines_positions(reservation)
+    for line, position in pairs:
+        movement_apply(position, type=MovementType.RESERVATION_RELEASE, reserved_delta=-line.quantity,
+                       context=ctx, metadata={"reason": status})
+    _close(reservation, status=status, closed_by=closed_by, now=now)
+    positions_changed([p for _, p in pairs], availability_rose=True)
+
+
+def _stock_commit(reservation: Reservation, *, context: MovementContext | None, closed_by: str,
+                  now: datetime) -> None:
+    """Active -> committed on a locked reservation: on_hand and reserved both drop by every line."""
+    pairs = _lines_positions(reservation)
+    missing = [(line, p) for line, p in pairs if p.on_hand < line.quantity]
+    if missing:
+        # Only possible when a count or adjustment removed units that were reserved.
+        raise InsufficientStock(
+            "On hand fell below the reserved quantity (a count or adjustment removed reserved units); "
+            "the reservation is still active.",
+            lines=[{"sku": p.sku.code, "location": p.location.code, "requested": line.quantity,
+                    "available": p.on_hand} for line, p in missing],
+        )
+    ctx = _context_for(reservation, context)
+    for line, position in pairs:
+        movement_apply(position, type=MovementType.RESERVATION_COMMIT, on_hand_delta=-line.quantity,
+                       reserved_delta=-line.quantity, context=ctx)
+    _close(reservation, status=Status.COMMITTED, closed_by=closed_by, now=now)
+    positions_changed([p for _, p in pairs], availability_rose=False)
+
+
+def _close(reservation: Reservation, *, status: str, closed_by: str, now: datetime) -> None:
+    reservation.status = status
+    reservation.closed_at = now
+    reservation.closed_by = closed_by[:200]
+    reservation.save(update_fields=["status", "closed_at", "closed_by", "updated_at"])
+
+
+def _lock(reservation_id) -> Reservation:
+    try:
+        rid = uuid.UUID(str(reservation_id))
+    except ValueError:
+        raise NotFound(f"Unknown reservation '{reservation_id}'.", code="reservation_not_found") from None
+    found = Reservation.objects.select_for_update(of=("self",)).filter(pk=rid).first()
+    if found is None:
+        raise NotFound(f"Unknown reservation '{reservation_id}'.", code="reservation_not_found")
+    return found
+
+
+def _overdue(reservation: Reservation, now: datetime) -> bool:
+    return reservation.status == Status.ACTIVE and reservation.expires_at is not None and reservation.expires_at <= now
+
+
+def _expired_error(reservation: Reservation) -> ReservationExpired:
+    return ReservationExpired(f"Reservation {reservation.pk} expired at {reservation.expires_at.isoformat()}; "
+                              "its stock was released.")
+
+
+# ------------------------------------------------------------------------------ services
+
+
+def reservation_create(
+    *,
+    lines: list[dict],
+    channel: Channel | str | None = None,
+    order_ref: str = "",
+    ttl_seconds: int | None = None,
+    waitlist: bool = False,
+    created_by: ApiKey | None = None,
+    context: MovementContext | None = None,
+) -> Reservation:
+    """Hold stock for every line, or for none.
+
+    `lines`: [{"sku": code, "quantity": int, "location": code?}]. Lines without a location are
+    filled from the channel's eligible locations in priority order. Lock order: positions of the
+    requested SKUs at the eligible locations, by primary key. Refused with InsufficientStock (409,
+    per-SKU `lines`), or stored as `waiting` when `waitlist` is true.
+    Raises NotFound / ValidationFailed / Conflict (duplicate live order_ref) before any change.
+    """
+    ttl = _ttl(ttl_seconds)
+    if not isinstance(order_ref, str) or len(order_ref) > 200:
+        raise ValidationFailed("order_ref must be a string of at most 200 characters.", code="invalid_order_ref")
+    channel_obj = _channel_resolve(channel)
+    if channel_obj is not None and not channel_obj.active:
+        raise Conflict(f"Channel '{channel_obj.slug}' is not active.", code="channel_inactive")
+    requests, skus, eligible, locations = _lines_resolve(lines, channel_obj)
+    try:
+        reservation, written = _reservation_create_atomic(requests, skus, eligible, channel_obj, order_ref, ttl,
+                                                          bool(waitlist), created_by, context or MovementContext())
+    except IntegrityError as exc:
+        if "reservation_live_order_ref_unique" in str(exc):
+            raise Conflict(f"A live reservation for order '{order_ref}' already exists on this channel.",
+                           code="duplicate_order_ref") from None
+        raise
+    # The caller usually answers with the lines: hand them over with their SKU and location
+    # objects (already loaded) instead of making it query them again (the checkout hot path).
+    for line in written:
+        line.sku = skus[line.sku_id]
+        line.location = locations.get(line.location_id)
+    cached = reservation.lines.all()  # stored like prefetch_related stores it: an evaluated QuerySet
+    cached._result_cache, cached._prefetch_done = written, True
+    reservation._prefetched_objects_cache = {"lines": cached}
+    return reservation
+
+
+@transaction.atomic(durable=True)
+def _reservation_create_atomic(requests, skus, eligible, channel, order_ref, ttl, waitlist, created_by, context):
+    now = timezone.now()
+    # The row goes in before any stock lock is taken: the lock is held only for the stock work.
+    reservation = Reservation.objects.create(
+        status=Status.ACTIVE, channel=channel, order_ref=order_ref, ttl_seconds=ttl,
+        expires_at=now + timedelta(seconds=ttl), activated_at=now, created_by=created_by,
+    )
+    location_ids = location_ids_for(requests, eligible)
+    locked = positions_lock_for_skus([r.sku_id for r in requests], location_ids)
+    plan = allocate(requests, {(p.sku_id, p.location_id): p for p in locked}, [loc.pk for loc in eligible])
+    if not plan.ok:
+        if not waitlist:
+            raise _refusal(plan, skus)
+        reservation.status, reservation.expires_at, reservation.activated_at = Status.WAITING, None, None
+        reservation.save(update_fields=["status", "expires_at", "activated_at", "updated_at"])
+        written = ReservationLine.objects.bulk_create([
+            ReservationLine(reservation=reservation, sku_id=r.sku_id, location_id=r.location_id, quantity=r.quantity)
+            for r in requests
+        ])
+        queued = dict.fromkeys(r.sku_id for r in requests)
+        WaitlistEntry.objects.bulk_create([WaitlistEntry(reservation=reservation, sku_id=s) for s in queued])
+        return reservation, written
+    touched, written = holds_apply(reservation, plan, context=context, order=[r.sku_id for r in requests])
+    positions_changed(touched, availability_rose=False)
+    return reservation, written
+
+
+def reservation_commit(*, reservation_id, context: MovementContext | None = None) -> Reservation:
+    """Payment succeeded: the held units leave on_hand (and reserved). Idempotent when committed.
+
+    Lock order: the reservation row, then its positions by primary key. An active reservation
+    past its deadline is expired here (stock released) and the commit refused with 410, exactly as
+    if the sweep had reached it first. Waiting or released reservations: 409.
+    """
+    reservation, expired = _reservation_commit_atomic(reservation_id, context)
+    if expired:
+        raise _expired_error(reservation)
+    return reservation
+
+
+@transaction.atomic(durable=True)
+def _reservation_commit_atomic(reservation_id, context):
+    now = timezone.now()
+    reservation = _lock(reservation_id)
+    if reservation.status == Status.COMMITTED:
+        return reservation, False
+    if reservation.status == Status.EXPIRED:
+        return reservation, True
+    if _overdue(reservation, now):
+        _stock_release(reservation, status=Status.EXPIRED, context=context, closed_by="expiry", now=now)
+        return reservation, True
+    if reservation.status == Status.RELEASED:
+        raise Conflict(f"Reservation {reservation.pk} was released; it cannot be committed.",
+                       code="reservation_released")
+    if reservation.status == Status.WAITING:
+        raise Conflict(f"Reservation {reservation.pk} is still waiting for stock; it cannot be committed yet.",
+                       code="reservation_not_active")
+    _stock_commit(reservation, context=context, closed_by=(context.actor if context else "") or "api", now=now)
+    return reservation, False
+
+
+def reservation_release(*, reservation_id, context: MovementContext | None = None) -> Reservation:
+    """The buyer left: reserved drops, the units are available again (and may activate the
+    waitlist in this same transaction). Idempotent on released and expired reservations (the
+    stock is already free; the answer shows which). A waiting reservation leaves the queue.
+    Committed: 409. Lock order: the reservation row, then its positions by primary key."""
+    return _reservation_release_atomic(reservation_id, context)
+
+
+@transaction.atomic(durable=True)
+def _reservation_release_atomic(reservation_id, context):
+    now = timezone.now()
+    reservation = _lock(reservation_id)
+    closed_by = (context.actor if context else "") or "api"
+    if reservation.status in (Status.RELEASED, Status.EXPIRED):
+        return reservation
+    if reservation.status == Status.COMMITTED:
+        raise Conflict(f"Reservation {reservation.pk} is committed; return the goods instead.",
+                       code="reservation_committed")
+    if reservation.status == Status.WAITING:
+        WaitlistEntry.objects.filter(reservation=reservation).delete()
+        _close(reservation, status=Status.RELEASED, closed_by=closed_by, now=now)
+        return reservation
+    _stock_release(reservation, status=Status.RELEASED, context=context, closed_by=closed_by, now=now)
+    return reservation
+
+
+def reservation_extend(*, reservation_id, ttl_seconds: int, context: MovementContext | None = None) -> Reservation:
+    """Set a new deadline, now + ttl_seconds, on an active reservation (may shorten it).
+
+    Expired (or past its deadline): 410, and the stock is released if the sweep had not yet.
+    Waiting, committed or released: 409 `reservation_not_active`.
+    """
+    ttl = _ttl(ttl_seconds)
+    reservation, expired = _reservation_extend_atomic(reservation_id, ttl, context)
+    if expired:
+        raise _expired_error(reservation)
+    return reservation
+
+
+@transaction.atomic(durable=True)
+def _reservation_extend_atomic(reservation_id, ttl, context):
+    now = timezone.now()
+    reservation = _lock(reservation_id)
+    if reservation.status == Status.EXPIRED:
+        return reservation, True
+    if _overdue(reservation, now):
+        _stock_release(reservation, status=Status.EXPIRED, context=context, closed_by="expiry", now=now)
+        return reservation, True
+    if reservation.status != Status.ACTIVE:
+        raise Conflict(f"Reservation {reservation.pk} is {reservation.status}; only an active one can be extended.",
+                       code="reservation_not_active")
+    reservation.expires_at = now + timedelta(seconds=ttl)
+    reservation.ttl_seconds = ttl
+    reservation.save(update_fields=["expires_at", "ttl_seconds", "updated_at"])
+    return reservation, False
+
+
+def reservations_expire(*, now: datetime | None = None, batch_size: int | None = None,
+                        max_batches: int = 50) -> int:
+    """Release every active reservation past its deadline; returns how many (beat task).
+
+    Each batch locks up to `batch_size` due reservations with SKIP LOCKED (so two sweepers, or a
+    sweeper and a client committing, never wait on each other and never take the same row), then
+    their positions by primary key, in one short transaction.
+    """
+    batch_size = batch_size or _setting("RESERVATION_EXPIRY_BATCH_SIZE", 200)
+    total = 0
+    for _ in range(max_batches):
+        done = _expire_batch(now or timezone.now(), batch_size)
+        total += done
+        if done < batch_size:
+            break
+    return total
+
+
+@transaction.atomic(durable=True)
+def _expire_batch(now: datetime, batch_size: int) -> int:
+    due = list(
+        Reservation.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(status=Status.ACTIVE, expires_at__lte=now)
+        .order_by("expires_at")[:batch_size]
+    )
+    if not due:
+        return 0
+    lines = list(ReservationLine.objects.filter(reservation__in=due).order_by("id"))
+    locked = positions_lock({(line.sku_id, line.location_id) for line in lines})
+    by_reservation: dict = {}
+    for line in lines:
+        by_reservation.setdefault(line.reservation_id, []).append(line)
+    for reservation in due:
+        ctx = _context_for(reservation, MovementContext(source="expiry", actor="system"))
+        for line in by_reservation.get(reservation.pk, []):
+            movement_apply(locked[(line.sku_id, line.location_id)], type=MovementType.RESERVATION_RELEASE,
+                           reserved_delta=-line.quantity, context=ctx, metadata={"reason": "expired"})
+    Reservation.objects.filter(pk__in=[r.pk for r in due]).update(
+        status=Status.EXPIRED, closed_at=now, closed_by="expiry", updated_at=timezone.now())
+    positions_changed(list(locked.values()), availability_rose=True)
+    return len(due)
+
+
+def reservation_commit_for_order(
+    *, order_ref: str, channel: Channel | str | int | None = None, context: MovementContext | None = None,
+) -> Reservation | None:
+    """A marketplace order arrived: commit the reservation held for it instead of selling twice.
+
+    Matches reservations with this `order_ref` whose channel is `channel` or that have no
+    channel. Returns the committed reservation (already committed ones unchanged, so the caller
+    knows the stock was taken), or None when there is none: then the caller sells normally.
+    An active reservation is committed even past its deadline (the sale happened; the units are
+    still held). A *waiting* one is released (the order is fulfilled from stock by the caller).
+
+    Runs in the caller's transaction when there is one (a savepoint, not durable). Call it before
+    locking positions yourself: it locks reservation rows, then positions in primary-key order.
+    """
+    if not order_ref:
+        return None
+    channel_id = None
+    if channel is not None:
+        try:
+            channel_id = _channel_resolve(channel).pk
+        except NotFound:
+            channel_id = None
+    with transaction.atomic():
+        matching = Q(channel__isnull=True) | Q(channel_id=channel_id) if channel_id else Q(channel__isnull=True)
+        candidates = list(
+            Reservation.objects.select_for_update(of=("self",))
+            .filter(matching, order_ref=order_ref, status__in=[Status.ACTIVE, Status.COMMITTED, Status.WAITING])
+            .order_by("pk")  # several rows: lock them in one consistent order
+        )
+        committed = sorted((r for r in candidates if r.status == Status.COMMITTED),
+                           key=lambda r: r.closed_at or r.created_at, reverse=True)
+        if committed:
+            return committed[0]
+        now = timezone.now()
+        actor = (context.actor if context else "") or "order"
+        for reservation in sorted(candidates, key=lambda r: (r.channel_id is None, r.created_at)):
+            if reservation.status == Status.ACTIVE:
+                _stock_commit(reservation, context=context, closed_by=actor, now=now)
+                return reservation
+        for reservation in candidates:  # only waiting ones left
+            WaitlistEntry.objects.filter(reservation=reservation).delete()
+            _close(reservation, status=Status.RELEASED, closed_by=f"{actor}: fulfilled by order", now=now)
+    return None

@@ -1,0 +1,118 @@
+"""HTTP for reservations. Views parse, call a service or selector, and shape the answer."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.errors import ValidationFailed
+from core.idempotency import IdempotencyMixin
+from core.pagination import PageNumberPagination
+from inventory.services import MovementContext
+from reservations import selectors, services
+from reservations.models import Reservation
+from reservations.serializers import (
+    ReservationCreateSerializer,
+    ReservationExtendSerializer,
+    ReservationOutSerializer,
+)
+
+# Reading a reservation is part of running a checkout, so the same scope covers it.
+SCOPES = {"GET": "reservations:write", "POST": "reservations:write"}
+
+
+def _context(request) -> MovementContext:
+    return MovementContext(source="api", actor=f"api:{request.auth.name}" if request.auth else "api")
+
+
+def _answer(reservation: Reservation, *, created: bool = False) -> Response:
+    if not created:
+        return Response(selectors.reservation_to_dict(selectors.reservation_get(reservation_id=reservation.pk)))
+    body = selectors.reservation_to_dict(reservation)  # create hands its lines over, loaded
+    code = status.HTTP_202_ACCEPTED if reservation.status == Reservation.Status.WAITING else status.HTTP_201_CREATED
+    return Response(body, status=code, headers={"Location": f"/api/v1/reservations/{reservation.pk}/"})
+
+
+class ReservationListCreate(IdempotencyMixin, APIView):
+    required_scopes = SCOPES
+    idempotency_methods = ("POST",)
+    idempotency_required = ("POST",)  # contract: a retried checkout must never hold stock twice
+
+    @extend_schema(request=ReservationCreateSerializer,
+                   responses={201: ReservationOutSerializer, 202: ReservationOutSerializer})
+    def post(self, request):
+        serializer = ReservationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        reservation = services.reservation_create(
+            lines=[{"sku": ln["sku"], "quantity": ln["quantity"], "location": ln.get("location") or None}
+                   for ln in data["lines"]],
+            channel=data.get("channel") or None,
+            order_ref=data.get("order_ref", ""),
+            ttl_seconds=data.get("ttl_seconds"),
+            waitlist=data["waitlist"],
+            created_by=request.auth,
+            context=_context(request),
+        )
+        return _answer(reservation, created=True)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", OpenApiTypes.STR, enum=list(Reservation.Status.values)),
+            OpenApiParameter("order_ref", OpenApiTypes.STR),
+            OpenApiParameter("channel", OpenApiTypes.STR),
+        ],
+        responses=ReservationOutSerializer(many=True),
+    )
+    def get(self, request):
+        status_filter = request.query_params.get("status")
+        if status_filter and status_filter not in Reservation.Status.values:
+            raise ValidationFailed(f"status must be one of: {', '.join(Reservation.Status.values)}.",
+                                   code="invalid_status")
+        qs = selectors.reservation_list(status=status_filter, order_ref=request.query_params.get("order_ref"),
+                                        channel=request.query_params.get("channel"))
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response([selectors.reservation_to_dict(r) for r in page])
+
+
+class ReservationDetail(APIView):
+    required_scopes = SCOPES
+
+    @extend_schema(responses=ReservationOutSerializer)
+    def get(self, request, reservation_id):
+        return Response(selectors.reservation_to_dict(selectors.reservation_get(reservation_id=reservation_id)))
+
+
+class ReservationCommit(IdempotencyMixin, APIView):
+    required_scopes = SCOPES
+    idempotency_methods = ("POST",)
+
+    @extend_schema(request=None, responses=ReservationOutSerializer)
+    def post(self, request, reservation_id):
+        return _answer(services.reservation_commit(reservation_id=reservation_id, context=_context(request)))
+
+
+class ReservationRelease(IdempotencyMixin, APIView):
+    required_scopes = SCOPES
+    idempotency_methods = ("POST",)
+
+    @extend_schema(request=None, responses=ReservationOutSerializer)
+    def post(self, request, reservation_id):
+        return _answer(services.reservation_release(reservation_id=reservation_id, context=_context(request)))
+
+
+class ReservationExtend(IdempotencyMixin, APIView):
+    required_scopes = SCOPES
+    idempotency_methods = ("POST",)
+
+    @extend_schema(request=ReservationExtendSerializer, responses=ReservationOutSerializer)
+    def post(self, request, reservation_id):
+        serializer = ReservationExtendSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return _answer(services.reservation_extend(reservation_id=reservation_id,
+                                                   ttl_seconds=serializer.validated_data["ttl_seconds"],
+                                                   context=_context(request)))
