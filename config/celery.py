@@ -33,6 +33,13 @@ app.conf.beat_schedule = {
         "task": "reservations.expire",
         "schedule": float(settings.RESERVATION_EXPIRY_INTERVAL_SECONDS),
     },
+    # Inbound events are drained on commit; this sweep only catches lost wake-ups (a process
+    # killed between commit and enqueue) and retries whose backoff ended. 10 s bounds that delay
+    # while costing one indexed COUNT per run.
+    "ingestion-sweep": {
+        "task": "ingestion.sweep",
+        "schedule": 10.0,
+    },
     # Idempotency keys must live >= 24 h (contract); hourly pruning keeps the table small.
     "core-prune-idempotency": {
         "task": "core.prune_idempotency_keys",

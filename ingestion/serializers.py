@@ -1,0 +1,73 @@
+"""Shapes of the ingestion API (CONTRACT.md "Events and webhooks")."""
+
+from rest_framework import serializers
+
+from ingestion.models import InboundEvent, OversellIncident
+
+
+class CanonicalEventSerializer(serializers.Serializer):
+    """Documentation of one canonical event; validation is per item in ingestion.canonical."""
+
+    event_id = serializers.CharField(max_length=200)
+    type = serializers.ChoiceField(choices=["sale", "return", "receipt", "adjustment", "count", "transfer",
+                                            "cancellation"])
+    sku = serializers.CharField(max_length=100)
+    location = serializers.CharField(max_length=64)
+    quantity = serializers.IntegerField()
+    occurred_at = serializers.DateTimeField()
+    to_location = serializers.CharField(max_length=64, required=False)
+    source = serializers.CharField(max_length=100, required=False)
+    reference = serializers.CharField(max_length=200, required=False)
+
+
+class EventBatchSerializer(serializers.Serializer):
+    events = CanonicalEventSerializer(many=True)
+
+
+class RejectedSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    error = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class EventBatchResultSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = RejectedSerializer(many=True)
+
+
+class InboundEventSerializer(serializers.ModelSerializer):
+    channel = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = InboundEvent
+        fields = ("id", "channel", "source", "delivery_id", "topic", "status", "attempts", "next_attempt_at",
+                  "error_code", "last_error", "received_at", "processed_at", "processed_by", "outcome")
+
+
+class InboundEventDetailSerializer(InboundEventSerializer):
+    body = serializers.SerializerMethodField()
+
+    class Meta(InboundEventSerializer.Meta):
+        fields = InboundEventSerializer.Meta.fields + ("headers", "payload", "fetched", "body")
+
+    def get_body(self, obj) -> str | None:
+        return bytes(obj.body).decode("utf-8", "replace") if obj.body is not None else None
+
+
+class ReprocessSerializer(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=10000)
+    channel = serializers.SlugField(required=False)
+    status = serializers.ChoiceField(choices=["failed", "ignored", "done"], required=False)
+    error = serializers.CharField(max_length=64, required=False)
+
+
+class OversellIncidentSerializer(serializers.ModelSerializer):
+    channel = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    sku = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    location = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = OversellIncident
+        fields = ("id", "channel", "sku", "location", "order_ref", "requested", "available_before", "applied",
+                  "shortfall", "created_at", "resolved_at", "resolution_note", "inbound_event")

@@ -1,0 +1,379 @@
+"""Ingestion writes: accept webhooks and canonical events durably, drain them into stock.
+
+Receiving is deliberately thin (verify, one INSERT, answer): the sender gets its 200 as soon as
+the raw event is committed, and processing happens in the drain. The only thing that leaves the
+request after commit is a debounced "drain now" task; if that message is lost (broker down,
+process killed between commit and enqueue) the beat sweeper finds the pending rows and
+re-enqueues, so an accepted event is never lost.
+
+Draining: `inbound_events_drain` claims a batch with SELECT ... FOR UPDATE SKIP LOCKED (several
+workers take disjoint batches), applies it in the same transaction (ingestion.processing) and
+marks each event done/failed/retrying. A worker killed mid-batch rolls the whole transaction
+back: its events are pending again, unlocked, and nothing was half-applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from channels.adapters import ADAPTERS
+from channels.adapters.base import ChannelAdapter
+from channels.models import Channel
+from core.errors import DomainError, ValidationFailed
+from ingestion.canonical import MAX_BATCH, CanonicalError, canonical_event_parse, canonical_event_to_json
+from ingestion.models import InboundEvent
+from ingestion.processing import BatchProcessor, Transient
+
+logger = logging.getLogger(__name__)
+
+MAX_WEBHOOK_BYTES = 1024 * 1024  # contract: a body over 1 MiB is refused with 413
+DRAIN_FLAG = "ingestion:drain-queued"
+DRAIN_FLAG_TTL = 30  # seconds; bounds the wait if a queued drain message is lost
+# Request headers never stored with an event (credentials of whoever relayed the request).
+DROPPED_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-api-key"}
+
+
+def batch_size() -> int:
+    return getattr(settings, "INGESTION_BATCH_SIZE", 100)
+
+
+def max_attempts() -> int:
+    return getattr(settings, "INGESTION_MAX_ATTEMPTS", 8)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff with jitter: 2 s, 4 s, 8 s ... capped at 10 minutes."""
+    base = min(2.0 * 2 ** max(attempts - 1, 0), 600.0)
+    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# ------------------------------------------------------------------------------ intake
+
+_COLUMNS = ("channel_id", "source", "dedup_key", "delivery_id", "topic", "headers", "body", "payload", "fetched",
+            "status", "attempts", "next_attempt_at", "error_code", "last_error", "outcome", "received_at",
+            "processed_at", "processed_by")
+_JSON_COLUMNS = {"headers", "payload", "fetched", "outcome"}
+
+
+def _insert_new(rows: list[dict]) -> list[int]:
+    """INSERT the rows, skipping any whose dedup_key exists (ON CONFLICT DO NOTHING), in one
+    statement; returns the ids actually inserted. Concurrent twins: exactly one wins."""
+    if not rows:
+        return []
+    from psycopg.types.json import Jsonb
+
+    params = []
+    for row in rows:
+        for column in _COLUMNS:
+            value = row.get(column)
+            params.append(Jsonb(value) if column in _JSON_COLUMNS and value is not None else value)
+    values = ",".join(["(" + ",".join(["%s"] * len(_COLUMNS)) + ")"] * len(rows))
+    sql = (f"INSERT INTO {InboundEvent._meta.db_table} ({', '.join(_COLUMNS)}) VALUES {values} "  # noqa: S608
+           "ON CONFLICT (dedup_key) DO NOTHING RETURNING id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _row(**fields) -> dict:
+    now = timezone.now()
+    row = {"headers": {}, "body": None, "payload": None, "fetched": None, "status": InboundEvent.Status.PENDING,
+           "attempts": 0, "next_attempt_at": now, "error_code": "", "last_error": "", "outcome": {},
+           "received_at": now, "processed_at": None, "processed_by": "", "topic": "", "channel_id": None}
+    row.update(fields)
+    return row
+
+
+@dataclass
+class WebhookAccepted:
+    event_id: int | None  # None when this delivery was already stored
+    duplicate: bool
+
+
+def webhook_accept(*, channel: Channel, adapter: ChannelAdapter, headers, body: bytes) -> WebhookAccepted:
+    """Store one verified delivery (raw body, headers) and schedule the drain.
+
+    The caller has verified the signature. A body that is not JSON is stored as failed with the
+    parse error (the sender still gets 200: retrying the same bytes would not help). Dedup on
+    the channel's delivery id; a delivery without one is identified by its body's hash.
+    """
+    delivery = adapter.read_delivery(channel, headers, body)
+    delivery_id = (delivery.delivery_id or "").strip()[:255] or "sha256:" + hashlib.sha256(body).hexdigest()
+    try:
+        payload, error = json.loads(body), ""
+    except (ValueError, UnicodeDecodeError) as exc:
+        payload, error = None, f"The body is not valid JSON: {exc}"
+    kept = {name: value for name, value in headers.items() if name.lower() not in DROPPED_HEADERS}
+    row = _row(channel_id=channel.pk, source=InboundEvent.Source.WEBHOOK, dedup_key=f"wh:{channel.pk}:{delivery_id}",
+               delivery_id=delivery_id, topic=(delivery.topic or "")[:100], headers=kept, body=body, payload=payload)
+    if error:
+        row.update(status=InboundEvent.Status.FAILED, error_code="invalid_json", last_error=error,
+                   processed_at=row["received_at"])
+    inserted = _insert_new([row])
+    if inserted and not error:
+        drain_kick()
+    return WebhookAccepted(event_id=inserted[0] if inserted else None, duplicate=not inserted)
+
+
+@dataclass
+class BatchAccepted:
+    accepted: int
+    duplicates: int
+    rejected: list[dict]
+
+    def as_dict(self) -> dict:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+
+def events_accept(*, events, source: str = "api") -> BatchAccepted:
+    """Store a canonical batch (1 to 1000 events) in one INSERT; `event_id` dedups forever.
+
+    Items are validated for shape only; a malformed one is rejected with its index and the rest
+    are accepted. Whether the SKU/location exists is decided when processing (an unknown one
+    fails visibly and is reprocessed once it exists), so intake never waits on lookups.
+    """
+    if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH:
+        raise ValidationFailed(f"events must be a list of 1 to {MAX_BATCH} events.", code="validation_error")
+    rejected, rows, seen = [], [], set()
+    duplicates = 0
+    for index, raw in enumerate(events):
+        try:
+            event = canonical_event_parse(raw, default_source=source)
+        except CanonicalError as exc:
+            rejected.append({"index": index, "error": exc.code, "detail": exc.detail})
+            continue
+        dedup_key = f"api:{event.event_id}"
+        if dedup_key in seen:
+            duplicates += 1  # the same event twice in one batch
+            continue
+        seen.add(dedup_key)
+        rows.append(_row(source=InboundEvent.Source.API, dedup_key=dedup_key, delivery_id=event.event_id,
+                         topic=event.type, payload=canonical_event_to_json(event)))
+    inserted = _insert_new(rows)
+    if inserted:
+        drain_kick()
+    return BatchAccepted(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted),
+                         rejected=rejected)
+
+
+# ------------------------------------------------------------------------------ scheduling
+
+
+def drain_kick() -> None:
+    """Ask for a drain once the current transaction commits, at most one queued at a time.
+
+    The flag is cleared by the drain task *before* it claims, so an event committed after a
+    drain's claim always finds the flag clear and queues a new drain (no lost wake-up).
+    """
+    transaction.on_commit(_kick, robust=True)
+
+
+def _kick() -> None:
+    try:
+        if cache.add(DRAIN_FLAG, 1, timeout=DRAIN_FLAG_TTL):
+            drain_enqueue()
+    except Exception:  # Redis or broker down: the sweeper re-enqueues pending events
+        logger.exception("could not queue an ingestion drain; the sweeper will")
+
+
+def drain_enqueue() -> None:
+    from ingestion.tasks import inbound_drain_task
+
+    inbound_drain_task.apply_async()
+
+
+# ------------------------------------------------------------------------------ drain
+
+
+@dataclass
+class DrainResult:
+    claimed: int = 0
+    done: int = 0
+    ignored: int = 0
+    failed: int = 0
+    retrying: int = 0
+    deferred: int = 0  # waiting for data fetched from the channel (next drain)
+
+
+def inbound_events_drain(*, limit: int | None = None, worker: str | None = None, on_full_batch=None) -> DrainResult:
+    """Claim up to `limit` due pending events (SKIP LOCKED) and apply them in one transaction.
+
+    `on_full_batch` is called once the claim returned a full batch, before applying it, so a
+    helper drain can start on the next batch in parallel (other workers skip our locked rows).
+    """
+    limit = limit or batch_size()
+    worker = worker or worker_name()
+    inbound_events_fetch(limit=limit)  # HTTP to channels happens here, never inside the transaction
+    result = DrainResult()
+    now = timezone.now()
+    with transaction.atomic():
+        events = list(
+            InboundEvent.objects.select_for_update(skip_locked=True, of=("self",)).select_related("channel")
+            .filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=now)
+            .order_by("id")[:limit]
+        )
+        result.claimed = len(events)
+        if not events:
+            return result
+        if on_full_batch is not None and len(events) == limit:
+            on_full_batch()
+        fetchers = {kind for kind, adapter in ADAPTERS.items() if hasattr(adapter, "needs_fetch")}
+        ready, waiting = [], []
+        for event in events:
+            needs = (event.source == InboundEvent.Source.WEBHOOK and event.fetched is None
+                     and event.channel is not None and event.channel.kind in fetchers)
+            (waiting if needs else ready).append(event)
+        result.deferred = len(waiting)
+        outcomes = _process(ready, worker) if ready else {}
+        finished_at = timezone.now()
+        for event in ready:
+            outcome = outcomes[event.pk]
+            event.attempts += 1
+            event.processed_by = worker[:200]
+            event.outcome = outcome.outcome or event.outcome
+            if outcome.transient and event.attempts < max_attempts():
+                event.status = InboundEvent.Status.PENDING
+                event.next_attempt_at = finished_at + retry_delay(event.attempts)
+                result.retrying += 1
+            else:
+                event.status = InboundEvent.Status.FAILED if outcome.transient else outcome.status
+                event.processed_at = finished_at
+            event.error_code, event.last_error = outcome.error_code, outcome.error[:2000]
+            result.done += event.status == InboundEvent.Status.DONE
+            result.ignored += event.status == InboundEvent.Status.IGNORED
+            result.failed += event.status == InboundEvent.Status.FAILED
+        _events_save(ready)
+    if result.deferred and on_full_batch is not None:
+        on_full_batch()  # the fetch for those events runs first thing in the next drain
+    return result
+
+
+def _process(events: list[InboundEvent], worker: str) -> dict:
+    """Fast path first (no per-event savepoints); on any error, roll it back and apply event by
+    event so one bad event cannot hold back the others."""
+    try:
+        with transaction.atomic():
+            return BatchProcessor(events, worker=worker).run()
+    except (Transient, DomainError, DatabaseError) as exc:
+        logger.info("drain fast path aborted (%s: %s); applying event by event", type(exc).__name__, exc)
+    return BatchProcessor(events, worker=worker, careful=True).run()
+
+
+def _events_save(events: list[InboundEvent]) -> None:
+    """Write the batch's statuses in one UPDATE ... FROM (VALUES ...) (Django's bulk_update builds
+    a CASE per row and field, which costs more than applying the events)."""
+    from psycopg.types.json import Jsonb
+
+    row = "(%s::bigint, %s::varchar, %s::integer, %s::timestamptz, %s::varchar, %s::text, %s::jsonb, " \
+          "%s::timestamptz, %s::varchar)"
+    params = []
+    for e in events:
+        params += [e.pk, e.status, e.attempts, e.next_attempt_at, e.error_code, e.last_error, Jsonb(e.outcome),
+                   e.processed_at, e.processed_by]
+    table = InboundEvent._meta.db_table
+    sql = (f"UPDATE {table} AS t SET status = v.status, attempts = v.attempts, "  # noqa: S608 - fixed names
+           "next_attempt_at = v.next_attempt_at, error_code = v.error_code, last_error = v.last_error, "
+           "outcome = v.outcome, processed_at = v.processed_at, processed_by = v.processed_by "
+           f"FROM (VALUES {', '.join([row] * len(events))}) AS v(id, status, attempts, next_attempt_at, error_code, "
+           "last_error, outcome, processed_at, processed_by) WHERE t.id = v.id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def inbound_events_fetch(*, limit: int) -> int:
+    """Fetch what thin webhooks leave out (BigCommerce order products) for due pending events,
+    outside any transaction; the result is stored on the event for the drain. A failed fetch
+    counts as an attempt and backs off; a 4xx other than 408/429 fails the event."""
+    import requests
+
+    kinds = [kind for kind, adapter in ADAPTERS.items() if hasattr(adapter, "needs_fetch")]
+    events = list(
+        InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=timezone.now(),
+                                    source=InboundEvent.Source.WEBHOOK, fetched__isnull=True, channel__kind__in=kinds)
+        .select_related("channel").order_by("id")[:limit]
+    )
+    if not events:
+        return 0
+    from channels.adapters import adapter_for
+    from channels.adapters.base import Delivery
+
+    fetched = 0
+    with requests.Session() as session:
+        for event in events:
+            adapter = adapter_for(event.channel)
+            delivery = Delivery(delivery_id=event.delivery_id, topic=event.topic)
+            pending = InboundEvent.objects.filter(pk=event.pk, status=InboundEvent.Status.PENDING,
+                                                  fetched__isnull=True)
+            try:
+                data = (adapter.fetch(event.channel, session, delivery, event.payload)
+                        if adapter.needs_fetch(event.channel, delivery, event.payload) else {})
+            except Exception as exc:
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                permanent = status is not None and 400 <= status < 500 and status not in (408, 429)
+                attempts = event.attempts + 1
+                detail = f"Fetching from the channel failed: {type(exc).__name__}: {exc}"[:2000]
+                if permanent or attempts >= max_attempts():
+                    pending.update(status=InboundEvent.Status.FAILED, attempts=attempts, error_code="fetch_failed",
+                                   last_error=detail, processed_at=timezone.now())
+                else:
+                    pending.update(attempts=attempts, error_code="fetch_failed", last_error=detail,
+                                   next_attempt_at=timezone.now() + retry_delay(attempts))
+                logger.warning("inbound event %s: %s", event.pk, detail)
+                continue
+            fetched += pending.update(fetched=data)
+    return fetched
+
+
+def inbound_events_sweep() -> int:
+    """Queue a drain if due pending events exist (a lost wake-up, retries whose backoff ended).
+    Returns how many were due."""
+    due = InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=timezone.now()).count()
+    if due:
+        drain_enqueue()
+    return due
+
+
+def inbound_events_reprocess(*, ids: list[int] | None = None, channel: Channel | None = None,
+                             statuses: tuple[str, ...] = (InboundEvent.Status.FAILED,),
+                             error_code: str | None = None) -> int:
+    """Send failed (or, named by id, ignored/done) events through the drain again, e.g. after the
+    missing SKU or listing was created. Safe for any event: lines already applied replay as
+    no-ops (ledger keys). Returns how many were queued."""
+    qs = InboundEvent.objects.exclude(status=InboundEvent.Status.PENDING)
+    qs = qs.filter(pk__in=ids) if ids is not None else qs.filter(status__in=statuses)
+    if channel is not None:
+        qs = qs.filter(channel=channel)
+    if error_code:
+        qs = qs.filter(error_code=error_code)
+    # invalid_json events stay failed: the stored bytes will never parse.
+    qs = qs.exclude(error_code="invalid_json", payload__isnull=True)
+    with transaction.atomic():
+        count = qs.update(status=InboundEvent.Status.PENDING, attempts=0, next_attempt_at=timezone.now(),
+                          error_code="", processed_at=None)
+        if count:
+            drain_kick()
+    return count
+
+
+def oversell_incidents_resolve(*, ids: list[int], note: str = "") -> int:
+    """Mark incidents handled (stock found, order cancelled...). Stock is not touched here."""
+    from ingestion.models import OversellIncident
+
+    return OversellIncident.objects.filter(pk__in=ids, resolved_at__isnull=True).update(
+        resolved_at=timezone.now(), resolution_note=note)

@@ -1,0 +1,144 @@
+"""HTTP entry points: marketplace webhooks (plain Django, signature-authenticated) and the
+canonical events API (DRF, API keys)."""
+
+from __future__ import annotations
+
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from channels.adapters import ADAPTERS
+from channels.adapters.base import ChannelAdapter
+from channels.selectors import channel_get
+from core.errors import ValidationFailed, json_error
+from core.idempotency import IdempotencyMixin
+from core.pagination import PageNumberPagination
+from ingestion import selectors, services
+from ingestion.serializers import (
+    EventBatchResultSerializer,
+    EventBatchSerializer,
+    InboundEventDetailSerializer,
+    InboundEventSerializer,
+    OversellIncidentSerializer,
+    ReprocessSerializer,
+)
+
+
+def _receives_webhooks(adapter: ChannelAdapter | None) -> bool:
+    return adapter is not None and type(adapter).verify_webhook is not ChannelAdapter.verify_webhook
+
+
+@csrf_exempt
+def webhook_receive(request, slug: str):
+    """POST /webhooks/{slug}/: verify with the channel's scheme, store, answer 200.
+
+    No processing happens here (the drain does it), so the answer never waits on stock locks or
+    on the marketplace's API. 401 stores nothing; 413 is decided before reading the body when
+    Content-Length says so, and again on the bytes actually read.
+    """
+    if request.method != "POST":
+        return json_error(405, "method_not_allowed", "Webhooks are delivered with POST.")
+    limit = services.MAX_WEBHOOK_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return json_error(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return json_error(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
+    channel = selectors.channel_for_webhook(slug=slug)
+    if channel is None:
+        return json_error(404, "channel_not_found", f"No active channel '{slug}'.")
+    adapter = ADAPTERS.get(channel.kind)
+    if not _receives_webhooks(adapter):
+        return json_error(404, "webhooks_not_supported",
+                          f"Channel kind '{channel.kind}' does not deliver webhooks here.")
+    if getattr(adapter, "is_ping", None) and adapter.is_ping(channel, request.headers, body):
+        return JsonResponse({"status": "ok"})  # WooCommerce's unsigned creation ping
+    if not adapter.verify_webhook(channel, request.headers, body):
+        return json_error(401, "invalid_signature", "Missing or invalid webhook signature.")
+    accepted = services.webhook_accept(channel=channel, adapter=adapter, headers=request.headers, body=body)
+    if accepted.duplicate:
+        return JsonResponse({"status": "duplicate"})
+    return JsonResponse({"status": "accepted", "id": accepted.event_id})
+
+
+class EventListCreate(IdempotencyMixin, APIView):
+    required_scopes = {"POST": "events:write", "GET": "ops"}
+
+    @extend_schema(request=EventBatchSerializer, responses={202: EventBatchResultSerializer})
+    def post(self, request):
+        data = request.data
+        if not isinstance(data, dict) or "events" not in data:
+            raise ValidationFailed("Body must be {\"events\": [...]}.", code="validation_error")
+        result = services.events_accept(events=data["events"])
+        return Response(result.as_dict(), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[OpenApiParameter(name, str, required=False)
+                    for name in ("status", "channel", "source", "topic", "error")],
+        responses=InboundEventSerializer(many=True))
+    def get(self, request):
+        params = request.query_params
+        qs = selectors.inbound_events_list(status=params.get("status"), channel_slug=params.get("channel"),
+                                           source=params.get("source"), topic=params.get("topic"),
+                                           error_code=params.get("error"))
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(InboundEventSerializer(page, many=True).data)
+
+
+class EventDetail(APIView):
+    required_scopes = {"GET": "ops"}
+
+    @extend_schema(responses=InboundEventDetailSerializer)
+    def get(self, request, pk: int):
+        return Response(InboundEventDetailSerializer(selectors.inbound_event_get(pk=pk)).data)
+
+
+class EventReprocessOne(IdempotencyMixin, APIView):
+    required_scopes = {"POST": "ops"}
+
+    @extend_schema(request=None, responses={202: dict})
+    def post(self, request, pk: int):
+        selectors.inbound_event_get(pk=pk)
+        queued = services.inbound_events_reprocess(ids=[pk])
+        return Response({"requeued": queued}, status=status.HTTP_202_ACCEPTED)
+
+
+class EventReprocess(IdempotencyMixin, APIView):
+    """Reprocess failed events in bulk, e.g. `{"error": "unknown_sku"}` after loading SKUs."""
+
+    required_scopes = {"POST": "ops"}
+
+    @extend_schema(request=ReprocessSerializer, responses={202: dict})
+    def post(self, request):
+        serializer = ReprocessSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        channel = channel_get(slug=data["channel"]) if data.get("channel") else None
+        queued = services.inbound_events_reprocess(
+            ids=data.get("ids"), channel=channel, statuses=(data.get("status", "failed"),),
+            error_code=data.get("error"))
+        return Response({"requeued": queued}, status=status.HTTP_202_ACCEPTED)
+
+
+class OversellIncidentList(APIView):
+    required_scopes = {"GET": "ops"}
+
+    @extend_schema(
+        parameters=[OpenApiParameter("channel", str, required=False), OpenApiParameter("sku", str, required=False),
+                    OpenApiParameter("open", bool, required=False)],
+        responses=OversellIncidentSerializer(many=True))
+    def get(self, request):
+        params = request.query_params
+        qs = selectors.oversell_incidents_list(channel_slug=params.get("channel"), sku_code=params.get("sku"),
+                                               open_only=params.get("open") in ("1", "true"))
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(OversellIncidentSerializer(page, many=True).data)
