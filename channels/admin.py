@@ -1,7 +1,20 @@
-from django import forms
-from django.contrib import admin
+from datetime import timedelta
 
-from channels.models import Channel, ChannelListing
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from channels.models import (
+    Channel,
+    ChannelDrift,
+    ChannelListing,
+    ChannelSkuState,
+    DeadLetter,
+    DirtyPair,
+    PushAttempt,
+)
 
 
 class ChannelAdminForm(forms.ModelForm):
@@ -39,13 +52,40 @@ class ListingInline(admin.TabularInline):
 class ChannelAdmin(admin.ModelAdmin):
     form = ChannelAdminForm
     list_display = ("slug", "name", "kind", "push_enabled", "active", "circuit_state", "consecutive_failures",
-                    "last_success_at")
+                    "last_success_at", "backlog", "open_dead_letters", "last_error_short")
     list_filter = ("kind", "active", "circuit_state")
     search_fields = ("slug", "name")
     readonly_fields = ("last_success_at", "last_failure_at", "last_error", "consecutive_failures", "circuit_state",
                        "circuit_opened_at", "created_at", "updated_at")
     filter_horizontal = ("locations", "authoritative_locations")
     inlines = [ListingInline]
+    actions = ["resync_selected"]
+
+    def get_queryset(self, request):
+        # Health counts in the same query as the list (no query per row).
+        from channels.selectors import channels_with_health
+
+        return channels_with_health()
+
+    @admin.display(description="backlog", ordering="backlog_count")
+    def backlog(self, obj):
+        return getattr(obj, "backlog_count", None)
+
+    @admin.display(description="dead letters", ordering="dead_letter_count")
+    def open_dead_letters(self, obj):
+        return getattr(obj, "dead_letter_count", None)
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj):
+        return (obj.last_error or "")[:80]
+
+    @admin.action(description="Re-push every listing of the selected channels")
+    def resync_selected(self, request, queryset):
+        from channels.propagation import channel_mark_all
+
+        with transaction.atomic():
+            total = sum(channel_mark_all(channel=channel, force=True) for channel in queryset)
+        self.message_user(request, f"{total} listing(s) queued for a push.", messages.SUCCESS)
 
 
 @admin.register(ChannelListing)
@@ -55,3 +95,164 @@ class ChannelListingAdmin(admin.ModelAdmin):
     search_fields = ("sku__code", "external_id")
     autocomplete_fields = ("sku",)
     list_select_related = ("channel", "sku")
+
+
+# ------------------------------------------------------------------------------ propagation
+
+
+class AgeFilter(admin.SimpleListFilter):
+    title = "age"
+    parameter_name = "age"
+    _choices = (("1h", "Last hour", timedelta(hours=1)), ("24h", "Last 24 hours", timedelta(days=1)),
+                ("old", "Older than a day", None), ("week", "Older than a week", None))
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, label, _ in self._choices]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        value = self.value()
+        if value == "1h":
+            return queryset.filter(created_at__gte=now - timedelta(hours=1))
+        if value == "24h":
+            return queryset.filter(created_at__gte=now - timedelta(days=1))
+        if value == "old":
+            return queryset.filter(created_at__lt=now - timedelta(days=1))
+        if value == "week":
+            return queryset.filter(created_at__lt=now - timedelta(days=7))
+        return queryset
+
+
+class DiscardForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000,
+                             help_text="Why these dead letters need no push (kept for the audit).")
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = ("id", "channel", "sku", "quantity", "attempts", "status", "last_error_short", "first_failed_at",
+                    "created_at", "resolved_by")
+    list_filter = ("status", "channel", AgeFilter)
+    list_select_related = ("channel", "sku")
+    search_fields = ("sku__code", "channel__slug", "last_error")
+    readonly_fields = [f.name for f in DeadLetter._meta.fields]
+    actions = ["retry_selected", "discard_selected"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # dead letters are an audit trail: discard them with a reason instead
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj):
+        return (obj.last_error or "")[:80]
+
+    @admin.action(description="Retry selected")
+    def retry_selected(self, request, queryset):
+        """Push the quantity current now for each selected open dead letter."""
+        from channels.propagation import dead_letter_retry
+
+        done, failed, skipped = 0, [], 0
+        for dead_letter in queryset.select_related("channel", "sku").order_by("channel_id", "id"):
+            if dead_letter.status != DeadLetter.Status.OPEN:
+                skipped += 1
+                continue
+            try:
+                result = dead_letter_retry(dead_letter=dead_letter, actor=f"admin:{request.user.get_username()}")
+            except Exception as exc:  # one bad row must not hide the others' results
+                failed.append(f"#{dead_letter.pk} {dead_letter.sku.code}: {exc}")
+                continue
+            if result.ok or result.queued:
+                done += 1
+            else:
+                failed.append(f"#{dead_letter.pk} {dead_letter.sku.code}: {result.error[:120]}")
+        if done:
+            self.message_user(request, f"{done} dead letter(s) retried with the current quantity.", messages.SUCCESS)
+        if failed:
+            self.message_user(request, f"{len(failed)} failed again: " + "; ".join(failed[:5]), messages.ERROR)
+        if skipped:
+            self.message_user(request, f"{skipped} were not open and were left alone.", messages.WARNING)
+
+    @admin.action(description="Discard selected (with a reason)")
+    def discard_selected(self, request, queryset):
+        from channels.propagation import dead_letter_discard
+
+        form = DiscardForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            count = 0
+            for dead_letter in queryset.filter(status=DeadLetter.Status.OPEN):
+                dead_letter_discard(dead_letter=dead_letter, reason=form.cleaned_data["reason"],
+                                    actor=f"admin:{request.user.get_username()}")
+                count += 1
+            self.message_user(request, f"{count} dead letter(s) discarded.", messages.SUCCESS)
+            return None
+        return TemplateResponse(request, "admin/channels/deadletter/discard.html", {
+            **self.admin_site.each_context(request), "title": "Discard dead letters", "form": form,
+            "queryset": queryset, "opts": self.model._meta,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })
+
+
+@admin.register(PushAttempt)
+class PushAttemptAdmin(admin.ModelAdmin):
+    list_display = ("id", "channel", "purpose", "started_at", "outcome", "http_status", "latency_ms", "sku_count",
+                    "error_short")
+    list_filter = ("outcome", "purpose", "channel")
+    list_select_related = ("channel",)
+    readonly_fields = [f.name for f in PushAttempt._meta.fields]
+    date_hierarchy = "started_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="error")
+    def error_short(self, obj):
+        return (obj.error or "")[:80]
+
+
+@admin.register(DirtyPair)
+class DirtyPairAdmin(admin.ModelAdmin):
+    list_display = ("channel", "sku", "marked_at", "next_attempt_at", "attempts", "force", "last_error")
+    list_filter = ("channel",)
+    list_select_related = ("channel", "sku")
+    search_fields = ("sku__code",)
+    readonly_fields = [f.name for f in DirtyPair._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ChannelSkuState)
+class ChannelSkuStateAdmin(admin.ModelAdmin):
+    list_display = ("channel", "sku", "last_pushed", "last_pushed_at", "last_seen", "last_seen_at")
+    list_filter = ("channel",)
+    list_select_related = ("channel", "sku")
+    search_fields = ("sku__code",)
+    readonly_fields = [f.name for f in ChannelSkuState._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ChannelDrift)
+class ChannelDriftAdmin(admin.ModelAdmin):
+    list_display = ("channel", "sku", "expected", "actual", "detected_at")
+    list_filter = ("channel",)
+    list_select_related = ("channel", "sku")
+    readonly_fields = [f.name for f in ChannelDrift._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -91,3 +91,128 @@ class ChannelListing(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel_id}:{self.external_id}"
+
+
+# ------------------------------------------------------------------------------ propagation
+
+
+class DirtyPair(models.Model):
+    """The outbox: a (channel, SKU) pair whose sellable quantity may have changed since the last
+    successful push. Written in the same transaction as the stock change (so a crash after commit
+    loses nothing) and deleted only after the channel acknowledged a push that is at least as new
+    as the last change (`generation` compare-and-delete). Retry waits live in `next_attempt_at`."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="dirty_pairs")
+    sku = models.ForeignKey(Sku, on_delete=models.CASCADE, related_name="+")
+    # Bumped by every mark; a push deletes the row only if it is unchanged since it was read.
+    generation = models.BigIntegerField(default=1)
+    # True when the pair must be sent even if the quantity equals the last pushed value
+    # (reconciliation found drift, an operator asked for a re-push).
+    force = models.BooleanField(default=False)
+    marked_at = models.DateTimeField()  # first mark since the last successful push
+    next_attempt_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=0)  # failed attempts so far
+    first_error = models.TextField(blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    first_failed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["channel", "sku"], name="dirtypair_unique_channel_sku")]
+        indexes = [models.Index(fields=["channel", "next_attempt_at"], name="dirtypair_channel_due")]
+        verbose_name = "backlog entry"
+        verbose_name_plural = "backlog (dirty pairs)"
+
+
+class ChannelSkuState(models.Model):
+    """What the channel was last told (and, after reconciliation, what it last showed)."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="sku_states")
+    sku = models.ForeignKey(Sku, on_delete=models.CASCADE, related_name="+")
+    last_pushed = models.BigIntegerField(null=True, blank=True)
+    last_pushed_at = models.DateTimeField(null=True, blank=True)
+    last_seen = models.BigIntegerField(null=True, blank=True)  # read back by reconciliation
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["channel", "sku"], name="skustate_unique_channel_sku")]
+
+
+class PushAttempt(models.Model):
+    """Audit: one row per request sent to a channel (push, probe, dead-letter retry, reconcile)."""
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success"
+        PARTIAL = "partial"  # some items refused inside a 2xx (WooCommerce, eBay)
+        FAILED = "failed"
+        RATE_LIMITED = "rate_limited"
+
+    class Purpose(models.TextChoices):
+        PUSH = "push"
+        PROBE = "probe"  # the one request a half-open circuit lets through
+        RETRY = "retry"  # an operator's dead-letter retry
+        RECONCILE = "reconcile"
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="push_attempts")
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.PUSH)
+    started_at = models.DateTimeField(db_index=True)
+    latency_ms = models.FloatField()
+    http_status = models.IntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    # [{"sku", "quantity", "ok", "error"}] — quantities as sent
+    items = models.JSONField(default=list)
+    sku_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["channel", "-id"], name="pushattempt_channel_newest")]
+
+
+class DeadLetter(models.Model):
+    """A (channel, SKU) push that failed every attempt. Kept until an operator retries (which
+    pushes the quantity current at that moment) or discards it with a reason, or a later push of
+    the same pair succeeds (resolved as superseded)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        RETRIED = "retried"
+        DISCARDED = "discarded"
+        SUPERSEDED = "superseded"
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="dead_letters")
+    sku = models.ForeignKey(Sku, on_delete=models.CASCADE, related_name="+")
+    quantity = models.BigIntegerField()  # what we wanted the channel to show at the last attempt
+    attempts = models.PositiveIntegerField()
+    first_error = models.TextField(blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=200, blank=True, default="")
+    resolution_note = models.TextField(blank=True, default="")  # discard reason / retry result
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # At most one open dead letter per pair: a pair that fails again updates it.
+            models.UniqueConstraint(fields=["channel", "sku"], condition=models.Q(status="open"),
+                                    name="deadletter_one_open_per_pair"),
+        ]
+
+    def __str__(self) -> str:
+        return f"dead letter #{self.pk} {self.channel_id}:{self.sku_id}"
+
+
+class ChannelDrift(models.Model):
+    """Reconciliation found the channel showing something other than what it should."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="drifts")
+    sku = models.ForeignKey(Sku, on_delete=models.CASCADE, related_name="+")
+    expected = models.BigIntegerField()
+    actual = models.BigIntegerField()
+    detected_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]

@@ -1,6 +1,6 @@
-"""Reads about channels. Propagation fills backlog and dead-letter counts."""
+"""Reads about channels: configuration, health, what each channel shows, dead letters."""
 
-from channels.models import Channel, ChannelListing
+from channels.models import Channel, ChannelListing, ChannelSkuState, DeadLetter, DirtyPair
 
 
 def channel_get(*, slug: str) -> Channel:
@@ -13,20 +13,74 @@ def channel_get(*, slug: str) -> Channel:
 
 
 def channel_backlog(*, channel: Channel) -> int:
-    """(channel, SKU) pairs waiting to be pushed."""
-    return 0
+    """(channel, SKU) pairs waiting to be pushed (due now, retrying, or held by an open circuit)."""
+    return DirtyPair.objects.filter(channel=channel).count()
 
 
 def channel_dead_letter_count(*, channel: Channel) -> int:
     """Dead letters not yet retried or discarded."""
-    return 0
+    return DeadLetter.objects.filter(channel=channel, status=DeadLetter.Status.OPEN).count()
 
 
 def channel_last_pushed(*, channel: Channel, sku_id: int) -> int | None:
     """The quantity we last pushed to this channel for this SKU (None if never). Ingestion uses
-    it to ignore a marketplace's echo of our own push. Filled by propagation."""
-    return None
+    it to ignore a marketplace's echo of our own push."""
+    return (ChannelSkuState.objects.filter(channel=channel, sku_id=sku_id)
+            .values_list("last_pushed", flat=True).first())
 
 
 def listings_for_channel(*, channel: Channel):
     return ChannelListing.objects.filter(channel=channel).select_related("sku", "channel").order_by("id")
+
+
+def channel_stock(*, channel: Channel, sku_code: str) -> dict:
+    """What the channel should show for a SKU now, and what we last told it."""
+    from channels.propagation import channel_quantities
+    from inventory.services import sku_resolve
+
+    sku = sku_resolve(sku_code)
+    state = ChannelSkuState.objects.filter(channel=channel, sku=sku).first()
+    listing = ChannelListing.objects.filter(channel=channel, sku=sku).values_list("external_id", flat=True).first()
+    return {
+        "sku": sku.code,
+        "available": channel_quantities(channel=channel, sku_ids=[sku.pk])[sku.pk],
+        "last_pushed": state.last_pushed if state else None,
+        "last_pushed_at": state.last_pushed_at if state else None,
+        "channel": channel.slug,
+        "listed": listing is not None,
+        "external_id": listing,
+        "pending": DirtyPair.objects.filter(channel=channel, sku=sku).exists(),
+        "last_seen": state.last_seen if state else None,
+        "last_seen_at": state.last_seen_at if state else None,
+    }
+
+
+def dead_letters_list(*, channel_slug: str | None = None, status: str | None = DeadLetter.Status.OPEN):
+    """Dead letters, newest first; `status=None` for every status."""
+    qs = DeadLetter.objects.select_related("channel", "sku").order_by("-id")
+    if channel_slug:
+        qs = qs.filter(channel=channel_get(slug=channel_slug))
+    if status:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def dead_letter_get(*, pk: int) -> DeadLetter:
+    from core.errors import NotFound
+
+    found = DeadLetter.objects.select_related("channel", "sku").filter(pk=pk).first()
+    if found is None:
+        raise NotFound(f"Unknown dead letter {pk}.", code="dead_letter_not_found")
+    return found
+
+
+def channels_with_health():
+    """Channels with their backlog and open dead-letter counts in the same query (list views)."""
+    from django.db.models import Count, OuterRef, Subquery
+    from django.db.models.functions import Coalesce
+
+    backlog = DirtyPair.objects.filter(channel=OuterRef("pk")).values("channel").annotate(n=Count("id")).values("n")
+    dead = (DeadLetter.objects.filter(channel=OuterRef("pk"), status=DeadLetter.Status.OPEN)
+            .values("channel").annotate(n=Count("id")).values("n"))
+    return Channel.objects.annotate(backlog_count=Coalesce(Subquery(backlog), 0),
+                                    dead_letter_count=Coalesce(Subquery(dead), 0))

@@ -4,7 +4,7 @@ read back as `circuit_config`."""
 
 from rest_framework import serializers
 
-from channels.models import Channel, ChannelListing
+from channels.models import Channel, ChannelListing, DeadLetter
 from inventory.models import Location
 from inventory.serializers import StrictCharField, StrictIntegerField
 
@@ -95,12 +95,14 @@ class ChannelReadSerializer(serializers.ModelSerializer):
     def get_backlog(self, obj) -> int:
         from channels.selectors import channel_backlog
 
-        return channel_backlog(channel=obj)
+        annotated = getattr(obj, "backlog_count", None)  # channels_with_health() (list views)
+        return annotated if annotated is not None else channel_backlog(channel=obj)
 
     def get_dead_letters(self, obj) -> int:
         from channels.selectors import channel_dead_letter_count
 
-        return channel_dead_letter_count(channel=obj)
+        annotated = getattr(obj, "dead_letter_count", None)
+        return annotated if annotated is not None else channel_dead_letter_count(channel=obj)
 
 
 class ListingWriteSerializer(serializers.Serializer):
@@ -116,3 +118,39 @@ class ListingReadSerializer(serializers.ModelSerializer):
     class Meta:
         model = ChannelListing
         fields = ["channel", "sku", "external_id", "attributes", "created_at", "updated_at"]
+
+
+class ChannelStockSerializer(serializers.Serializer):
+    """GET /api/v1/channels/{slug}/stock/{sku}/ (contract fields first, then extras)."""
+
+    sku = serializers.CharField()
+    available = serializers.IntegerField(help_text="What the channel should show now.")
+    last_pushed = serializers.IntegerField(allow_null=True, help_text="What we last told the channel.")
+    last_pushed_at = serializers.DateTimeField(allow_null=True)
+    channel = serializers.CharField()
+    listed = serializers.BooleanField()
+    external_id = serializers.CharField(allow_null=True)
+    pending = serializers.BooleanField(help_text="A push is waiting (dirty pair in the backlog).")
+    last_seen = serializers.IntegerField(allow_null=True, help_text="What reconciliation last read back.")
+    last_seen_at = serializers.DateTimeField(allow_null=True)
+
+
+class DeadLetterSerializer(serializers.ModelSerializer):
+    channel = serializers.CharField(source="channel.slug")
+    sku = serializers.CharField(source="sku.code")
+
+    class Meta:
+        model = DeadLetter
+        fields = ["id", "channel", "sku", "quantity", "attempts", "first_error", "last_error", "first_failed_at",
+                  "last_failed_at", "created_at", "status", "resolved_at", "resolved_by", "resolution_note"]
+
+
+class DeadLetterRetryResultSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    quantity = serializers.IntegerField(allow_null=True, help_text="The quantity pushed (current at retry time).")
+    error = serializers.CharField(allow_blank=True)
+    queued = serializers.BooleanField()
+
+
+class DeadLetterDiscardSerializer(serializers.Serializer):
+    reason = StrictCharField(max_length=2000)

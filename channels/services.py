@@ -49,14 +49,32 @@ def channel_create(**data) -> Channel:
     return channel
 
 
+# Changing these changes what the channel should show, or where it is: re-push its listings.
+_REPUSH_FIELDS = {"locations", "buffer", "push_enabled", "active"}
+_RECONNECT_FIELDS = {"base_url", "credentials", "settings", "kind"}
+
+
 @transaction.atomic
 def channel_update(*, channel: Channel, **data) -> Channel:
-    """Change any field (the slug is the public identifier and stays)."""
+    """Change any field (the slug is the public identifier and stays). Only the fields given are
+    written, so an edit never overwrites the health fields propagation maintains concurrently.
+    A change to what the channel should show (locations, buffer, enabling) re-pushes its
+    listings; a change of where it is (base_url, credentials, settings) re-pushes them all."""
+    from channels.propagation import channel_mark_all
+
     data.pop("slug", None)
     m2m = _apply(channel, data)
-    channel.save()
+    fields: set[str] = set()
+    for key, value in data.items():
+        if key in _NESTED:
+            fields |= {_NESTED[key][sub] for sub in value if sub in _NESTED[key]}
+        elif key not in _M2M:
+            fields.add(key)
+    channel.save(update_fields=[*sorted(fields), "updated_at"])
     for key, value in m2m:
         getattr(channel, key).set(value)
+    if set(data) & (_REPUSH_FIELDS | _RECONNECT_FIELDS) and channel.active and channel.push_enabled:
+        channel_mark_all(channel=channel, force=bool(set(data) & _RECONNECT_FIELDS))
     return channel
 
 
@@ -77,4 +95,14 @@ def listing_upsert(*, channel: Channel, sku: str, external_id: str, attributes: 
             )
     except IntegrityError:
         raise Conflict(f"external_id '{external_id}' is already mapped.", code="duplicate_external_id") from None
+    _listing_push(listing)
     return listing, created
+
+
+def _listing_push(listing: ChannelListing) -> None:
+    """A new or remapped listing gets the channel's quantity pushed (forced: the id may be new)."""
+    from channels.propagation import channels_wake_on_commit, pairs_mark_dirty
+
+    with transaction.atomic():
+        channels_wake_on_commit(pairs_mark_dirty(sku_ids=[listing.sku_id], channel_ids=[listing.channel_id],
+                                                 force=True))

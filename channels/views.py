@@ -1,20 +1,27 @@
-from drf_spectacular.utils import extend_schema
+from django.db import transaction
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from channels import selectors, services
-from channels.models import Channel
+from channels.models import DeadLetter
 from channels.serializers import (
     ChannelReadSerializer,
+    ChannelStockSerializer,
     ChannelWriteSerializer,
+    DeadLetterDiscardSerializer,
+    DeadLetterRetryResultSerializer,
+    DeadLetterSerializer,
     ListingReadSerializer,
     ListingWriteSerializer,
 )
+from core.errors import NotFound, ValidationFailed
 from core.idempotency import IdempotencyMixin
 from core.pagination import PageNumberPagination
 
-CHANNEL_SCOPES = {"GET": "channels:write", "POST": "channels:write", "PATCH": "channels:write"}
+# Operations staff read channel health with an `ops` key; configuring needs `channels:write`.
+CHANNEL_SCOPES = {"GET": ("channels:write", "ops"), "POST": "channels:write", "PATCH": "channels:write"}
 
 
 class ChannelListCreate(IdempotencyMixin, APIView):
@@ -22,8 +29,8 @@ class ChannelListCreate(IdempotencyMixin, APIView):
 
     @extend_schema(responses=ChannelReadSerializer(many=True))
     def get(self, request):
-        channels = Channel.objects.prefetch_related("locations", "authoritative_locations").select_related(
-            "default_location")
+        channels = selectors.channels_with_health().prefetch_related(
+            "locations", "authoritative_locations").select_related("default_location")
         return Response(ChannelReadSerializer(channels, many=True).data)
 
     @extend_schema(request=ChannelWriteSerializer, responses={201: ChannelReadSerializer})
@@ -68,3 +75,85 @@ class ListingListCreate(IdempotencyMixin, APIView):
         listing, created = services.listing_upsert(channel=channel, **serializer.validated_data)
         return Response(ListingReadSerializer(listing).data,
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class ChannelStock(APIView):
+    """What a channel should show for one SKU, and what it was last told."""
+
+    required_scopes = {"GET": "stock:read"}
+
+    @extend_schema(responses=ChannelStockSerializer)
+    def get(self, request, slug, sku):
+        channel = selectors.channel_get(slug=slug)
+        return Response(ChannelStockSerializer(selectors.channel_stock(channel=channel, sku_code=sku)).data)
+
+
+class ChannelResync(IdempotencyMixin, APIView):
+    """Re-push every listing of the channel, even those whose quantity looks unchanged."""
+
+    required_scopes = {"POST": "channels:write"}
+
+    @extend_schema(request=None, responses={202: dict})
+    def post(self, request, slug):
+        from channels.propagation import channel_mark_all
+
+        channel = selectors.channel_get(slug=slug)
+        with transaction.atomic():
+            marked = channel_mark_all(channel=channel, force=True)
+        return Response({"channel": channel.slug, "queued": marked}, status=status.HTTP_202_ACCEPTED)
+
+
+class DeadLetterList(APIView):
+    required_scopes = {"GET": "ops"}
+
+    @extend_schema(responses=DeadLetterSerializer(many=True), parameters=[
+        OpenApiParameter("channel", str, description="channel slug"),
+        OpenApiParameter("status", str, description="open (default), retried, discarded, superseded or all"),
+    ])
+    def get(self, request):
+        wanted = request.query_params.get("status", DeadLetter.Status.OPEN)
+        if wanted != "all" and wanted not in DeadLetter.Status.values:
+            raise ValidationFailed(f"status must be one of: all, {', '.join(DeadLetter.Status.values)}.",
+                                   code="invalid_status")
+        qs = selectors.dead_letters_list(channel_slug=request.query_params.get("channel") or None,
+                                         status=None if wanted == "all" else wanted)
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(DeadLetterSerializer(page, many=True).data)
+
+
+def _dead_letter_id(value: str) -> int:
+    if not str(value).isdigit():
+        raise NotFound(f"Unknown dead letter {value}.", code="dead_letter_not_found")
+    return int(value)
+
+
+class DeadLetterRetry(IdempotencyMixin, APIView):
+    """Push the quantity current now (not the stale one recorded) and close the dead letter."""
+
+    required_scopes = {"POST": "ops"}
+
+    @extend_schema(request=None, responses=DeadLetterSerializer)
+    def post(self, request, pk):
+        from channels.propagation import dead_letter_retry
+
+        dead_letter = selectors.dead_letter_get(pk=_dead_letter_id(pk))
+        result = dead_letter_retry(dead_letter=dead_letter, actor=f"api:{request.auth.name}")
+        dead_letter = selectors.dead_letter_get(pk=dead_letter.pk)
+        return Response({**DeadLetterSerializer(dead_letter).data,
+                         "retry": DeadLetterRetryResultSerializer(result).data})
+
+
+class DeadLetterDiscard(IdempotencyMixin, APIView):
+    required_scopes = {"POST": "ops"}
+
+    @extend_schema(request=DeadLetterDiscardSerializer, responses=DeadLetterSerializer)
+    def post(self, request, pk):
+        from channels.propagation import dead_letter_discard
+
+        dead_letter = selectors.dead_letter_get(pk=_dead_letter_id(pk))
+        serializer = DeadLetterDiscardSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        dead_letter = dead_letter_discard(dead_letter=dead_letter, reason=serializer.validated_data["reason"],
+                                          actor=f"api:{request.auth.name}")
+        return Response(DeadLetterSerializer(selectors.dead_letter_get(pk=dead_letter.pk)).data)

@@ -40,6 +40,26 @@ app.conf.beat_schedule = {
         "task": "ingestion.sweep",
         "schedule": 10.0,
     },
+    # Channel pushes are woken on commit and retries wake themselves with short countdowns; this
+    # sweep catches what those miss (an enqueue lost between commit and broker, a worker killed
+    # mid-drain, a circuit whose cool-down ended). 5 s keeps "within a second" the normal case
+    # and bounds the rare one, for one indexed query per run.
+    "channels-sweep-pushes": {
+        "task": "channels.sweep_pushes",
+        "schedule": 5.0,
+    },
+    # Reconciliation reads every listing's level back from the marketplace, which spends the
+    # channel's API quota; hourly catches edits made on the marketplace itself without crowding
+    # out pushes (the contract's default).
+    "channels-reconcile": {
+        "task": "channels.reconcile_all",
+        "schedule": 3600.0,
+    },
+    # The push audit is for investigating recent incidents; daily pruning past 30 days.
+    "channels-prune-push-attempts": {
+        "task": "channels.prune_push_attempts",
+        "schedule": crontab(hour=4, minute=41),
+    },
     # Idempotency keys must live >= 24 h (contract); hourly pruning keeps the table small.
     "core-prune-idempotency": {
         "task": "core.prune_idempotency_keys",

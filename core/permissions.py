@@ -1,5 +1,6 @@
 """Scope checks. A view declares `required_scopes = {"GET": "stock:read", "POST": "stock:write"}`
-(or a plain string for every method); a key without the scope gets 403."""
+(or a plain string for every method); a tuple means any one of those scopes will do. A key
+without the scope gets 403."""
 
 from rest_framework import exceptions, permissions
 
@@ -17,6 +18,8 @@ class HasScope(permissions.BasePermission):
             scope = required
         if scope is None:
             raise exceptions.PermissionDenied("This operation is not available to API keys.")
-        if scope not in key.scopes:
-            raise exceptions.PermissionDenied(f"This API key lacks the '{scope}' scope.")
+        accepted = scope if isinstance(scope, tuple) else (scope,)
+        if not any(s in key.scopes for s in accepted):
+            names = "' or '".join(accepted)
+            raise exceptions.PermissionDenied(f"This API key lacks the '{names}' scope.")
         return True

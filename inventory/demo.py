@@ -43,4 +43,6 @@ def demo_seed() -> dict:
 
 def demo_seed_extensions():
     """Other apps' demo parts, called explicitly in order."""
-    return []
+    from channels.demo import demo_channels_seed
+
+    return [demo_channels_seed]

@@ -147,6 +147,11 @@ def positions_changed(positions: Iterable[StockPosition], *, availability_rose: 
         from reservations.services import reservations_waitlist_activate_for
 
         reservations_waitlist_activate_for(positions)
+    # Channels: mark affected (channel, SKU) pairs dirty in this transaction (the outbox) and
+    # wake their push tasks on commit.
+    from channels.propagation import stock_positions_changed
+
+    stock_positions_changed(positions)
 
 
 # ------------------------------------------------------------------------------ validation

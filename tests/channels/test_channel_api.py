@@ -51,3 +51,11 @@ def test_channel_validation(api, location, patch):
     response = post(api, "/api/v1/channels/", body)
     assert response.status_code == 400, response.content
     assert response.json()["error"] == "validation_error"
+
+
+def test_ops_key_reads_channel_health_but_cannot_configure(api, client_with, location):
+    post(api, "/api/v1/channels/", {"slug": "c1", "name": "C", "kind": "webhook"})
+    ops = client_with("ops")
+    assert ops.get("/api/v1/channels/c1/").status_code == 200
+    assert ops.patch("/api/v1/channels/c1/", {"push_enabled": False}, format="json").status_code == 403
+    assert client_with("stock:read").get("/api/v1/channels/c1/").status_code == 403
