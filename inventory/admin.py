@@ -10,20 +10,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from core.admin import ReadOnlyInline
 from core.errors import DomainError
 from inventory import services
 from inventory.models import Location, Sku, StockMovement, StockPosition, StockSnapshot
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class PositionInline(ReadOnlyInline):
@@ -38,7 +28,6 @@ class LatestMovementInline(ReadOnlyInline):
               "source", "reference", "recorded_at")
     readonly_fields = fields
     ordering = ("-id",)
-    max_num = 0
     verbose_name_plural = "Latest movements (25)"
 
     def get_queryset(self, request):

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from core.admin import ReadOnlyInline
 from core.errors import DomainError
 from inventory.models import StockMovement
 from inventory.services import MovementContext
@@ -36,18 +37,6 @@ class ExpiringSoonFilter(admin.SimpleListFilter):
         if self.value() == "overdue":
             return queryset.filter(status=Reservation.Status.ACTIVE, expires_at__lte=now)
         return queryset
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    max_num = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class LineInline(ReadOnlyInline):
