@@ -48,3 +48,14 @@ def positions_lock_for_skus(sku_ids: Iterable[int], location_ids: Iterable[int] 
     if location_ids is not None:
         qs = qs.filter(location_id__in=sorted(set(location_ids)))
     return list(qs.order_by("pk"))
+
+
+def positions_lock_nowait(pks: Iterable[int]) -> list[StockPosition]:
+    """Lock the given positions *without waiting*: rows another transaction holds are skipped
+    (SKIP LOCKED), so the caller sees which it got. For work that runs inside a transaction
+    already holding other locks (waitlist activation) and must never wait, hence never deadlock."""
+    return list(
+        StockPosition.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(pk__in=sorted(set(pks)))
+        .order_by("pk")
+    )

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from core.errors import DomainError
 from core.oncommit import enqueue_on_commit
-from inventory.locking import positions_lock_for_skus
+from inventory.locking import positions_lock_for_skus, positions_lock_nowait
 from inventory.models import StockPosition
 from reservations.allocation import LineRequest, allocate, eligible_locations, location_ids_for
 from reservations.models import Reservation, ReservationLine, WaitlistEntry
@@ -114,9 +114,7 @@ class _Positions:
                         .values_list("pk", flat=True))
         need = [pk for pk in existing if pk not in self.confirmed]
         if need:
-            got = (StockPosition.objects.select_for_update(skip_locked=True, of=("self",))
-                   .filter(pk__in=need).order_by("pk"))
-            for fresh in got:
+            for fresh in positions_lock_nowait(need):
                 self.confirmed.add(fresh.pk)
                 if fresh.pk not in self.held:
                     self.held[fresh.pk] = fresh
