@@ -186,5 +186,13 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+# This service's own base URL as others reach it (the simulator sends its webhooks here).
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+
+# --- Ingestion (docs/ingestion.md): events a drain task applies per transaction, and how many
+# attempts a transiently failing event gets before it is marked failed (then reprocess by hand).
+INGESTION_BATCH_SIZE = env.int("INGESTION_BATCH_SIZE", default=100)
+INGESTION_MAX_ATTEMPTS = env.int("INGESTION_MAX_ATTEMPTS", default=8)
+
 # Where the channel simulator listens when `./dev up` runs it (seed_demo points channels there).
 SIMULATOR_URL = env.str("SIMULATOR_URL", default="http://127.0.0.1:8765")

@@ -22,7 +22,9 @@ def _resolve(store: str) -> dict | None:
     channel = Channel.objects.filter(slug=store).first()
     if channel is None:
         return None
-    base = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+    from django.conf import settings
+
+    base = settings.PUBLIC_BASE_URL.rstrip("/")
     return {"kind": channel.kind, "secret": channel.webhook_secret, "webhook_url": f"{base}/webhooks/{channel.slug}/",
             "location": channel.default_location.code if channel.default_location_id else None}
 
