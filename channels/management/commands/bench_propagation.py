@@ -33,6 +33,10 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
+# Its own prefix: other benchmarks (bench_ingestion) keep channels named "bench-..." whose
+# inbound events must not be deleted with ours.
+SLUG_PREFIX = "benchprop-"
+
 class Command(BaseCommand):
     help = "Benchmark propagation: fan-out of one change to N channels, and a burst of sales."
 
@@ -71,7 +75,7 @@ class Command(BaseCommand):
         from channels.models import Channel
         from channels.ratelimit import ratelimit_reset
 
-        for channel in Channel.objects.filter(slug__startswith="bench-"):
+        for channel in Channel.objects.filter(slug__startswith=SLUG_PREFIX):
             ratelimit_reset(channel_id=channel.pk)
             channel.delete()
 
@@ -93,7 +97,7 @@ class Command(BaseCommand):
         channels = []
         for n in range(opts["channels"]):
             kind, settings_, credentials = kinds[n % len(kinds)]
-            slug = f"bench-{n:02d}-{kind}"
+            slug = f"{SLUG_PREFIX}{n:02d}-{kind}"
             store = simulator.store_url(slug)
             if kind == "webhook":
                 settings_ = {"target_url": f"{store}/hooks/stock"}
