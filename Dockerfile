@@ -18,4 +18,6 @@ RUN pip install --no-cache-dir -c requirements.lock . \
 RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput -v 0
 USER app
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--workers", "2", "--threads", "8"]
+# --limit-request-line 0: bulk stock reads put up to 500 SKU codes in the query string.
+CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--workers", "2", "--threads", "8", \
+     "--limit-request-line", "0"]

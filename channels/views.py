@@ -72,9 +72,9 @@ class ListingListCreate(IdempotencyMixin, APIView):
         channel = selectors.channel_get(slug=slug)
         serializer = ListingWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        listing, created = services.listing_upsert(channel=channel, **serializer.validated_data)
+        listing, _created = services.listing_upsert(channel=channel, **serializer.validated_data)
         return Response(ListingReadSerializer(listing).data,
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+                        status=status.HTTP_201_CREATED)  # created or re-mapped: the contract's 201
 
 
 class ChannelStock(APIView):

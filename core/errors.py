@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig, SuspiciousOperation
+from django.db import DataError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exc
 from rest_framework.response import Response
@@ -97,6 +98,12 @@ def exception_handler(exc, context):
         return Response(exc.body(), status=exc.status)
     if isinstance(exc, RequestDataTooBig):
         return Response({"error": "payload_too_large", "detail": "The request body is too large."}, status=413)
+    if isinstance(exc, DataError):
+        # Safety net: input PostgreSQL refuses as data (out of range, bad characters) is the
+        # client's, not a server fault. Validation should have caught it first; log to fix that.
+        logger.warning("DataError reached the API error handler: %s", exc)
+        return Response({"error": "invalid_input", "detail": "A value in the request cannot be stored."},
+                        status=400)
     if isinstance(exc, SuspiciousOperation):
         return Response({"error": "bad_request", "detail": "The request was refused as malformed."}, status=400)
     if isinstance(exc, Http404 | ObjectDoesNotExist):

@@ -46,8 +46,8 @@ def _fingerprint(request) -> str:
     raw = request._request.body or b""
     try:
         canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
-    except (ValueError, UnicodeDecodeError):
-        canonical = raw
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        canonical = raw  # not JSON: the raw bytes identify it (the parser will refuse it anyway)
     digest = hashlib.sha256()
     digest.update(request.method.encode() + b" " + request.path.encode() + b"\n")
     digest.update(canonical)

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from django.db import connection
 from django.http import JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+
+from core.errors import json_error
 
 
 def _check_database() -> str:
@@ -31,9 +33,11 @@ def _check_broker() -> str:
     return "ok"
 
 
-@require_GET
+@csrf_exempt  # a POST must get our JSON 405, not Django's CSRF page
 def healthz(request):
     """Liveness and dependencies. 503 names the failing check (error class and message only)."""
+    if request.method not in ("GET", "HEAD"):
+        return json_error(405, "method_not_allowed", "Use GET.")
     checks = {}
     for name, check in (("database", _check_database), ("redis", _check_redis), ("broker", _check_broker)):
         try:

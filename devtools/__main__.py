@@ -134,6 +134,8 @@ def cmd_up() -> int:
             PY, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}",
             "--worker-class", "gthread", "--workers", "2", "--threads", "8",
             "--access-logfile", "-", "--graceful-timeout", "10",
+            # GET /api/v1/stock/?sku=..  takes up to 500 codes: longer than gunicorn's 4 KiB default.
+            "--limit-request-line", "0",
         ], env)
         sup.spawn("worker", [
             PY, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2",

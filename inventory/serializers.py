@@ -24,7 +24,25 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+# Codes are path segments in the API (/stock/{sku}/): no slashes, no control characters, no
+# surrounding spaces, and not a word the routes use themselves.
+RESERVED_CODES = {"adjustments"}
+
+
+def validate_code(value: str) -> str:
+    if value != value.strip() or not value:
+        raise serializers.ValidationError("Codes may not be empty or start or end with spaces.")
+    if "/" in value or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise serializers.ValidationError("Codes may not contain '/' or control characters.")
+    if value.lower() in RESERVED_CODES:
+        raise serializers.ValidationError(f"'{value}' is reserved.")
+    return value
+
+
 class LocationSerializer(serializers.ModelSerializer):
+    code = StrictCharField(max_length=64, validators=[validate_code])
+    name = StrictCharField(max_length=200)
+
     class Meta:
         model = Location
         fields = ["code", "name", "kind", "active", "priority", "created_at"]
@@ -32,14 +50,15 @@ class LocationSerializer(serializers.ModelSerializer):
 
 
 class SkuSerializer(serializers.ModelSerializer):
+    # Duplicate codes answer 409 from the service, not a 400 from a uniqueness validator.
+    code = StrictCharField(max_length=100, validators=[validate_code])
+    name = StrictCharField(max_length=300)
     safety_stock = StrictIntegerField(min_value=0, max_value=MAX_QUANTITY, required=False)
 
     class Meta:
         model = Sku
         fields = ["code", "name", "safety_stock", "active", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
-        # Duplicate codes answer 409 from the view, not a 400 from a uniqueness validator.
-        extra_kwargs = {"code": {"validators": []}}
 
 
 class AdjustmentSerializer(serializers.Serializer):

@@ -100,7 +100,10 @@ class StockDetail(APIView):
     def get(self, request, sku):
         as_of = request.query_params.get("as_of")
         if as_of:
-            at = parse_datetime(as_of)
+            try:
+                at = parse_datetime(as_of)
+            except ValueError:  # well-formed but impossible, e.g. month 13
+                at = None
             if at is None:
                 raise ValidationFailed("as_of must be an ISO 8601 date-time.", code="invalid_as_of")
             if at.tzinfo is None:
@@ -109,8 +112,10 @@ class StockDetail(APIView):
         else:
             body = selectors.stock_get(sku_code=sku)
         etag = _etag(body)
+        # Weak comparison (RFC 9110 §13.1.2): W/"x" matches "x".
         inm = request.headers.get("If-None-Match", "")
-        if etag in [tag.strip() for tag in inm.split(",")] or inm.strip() == "*":
+        tags = [tag.strip().removeprefix("W/") for tag in inm.split(",")]
+        if etag in tags or inm.strip() == "*":
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
         return Response(body, headers={"ETag": etag})
 

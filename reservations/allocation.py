@@ -92,7 +92,12 @@ def allocate(
     for line in lines:
         requested[line.sku_id] += line.quantity
     for sku_id in requested:
-        seen = set(eligible_ids) | {ln.location_id for ln in lines if ln.sku_id == sku_id and ln.location_id}
+        # Where this SKU may draw: the locations its lines name, plus every eligible location
+        # only when one of its lines names none.
+        sku_lines = [ln for ln in lines if ln.sku_id == sku_id]
+        seen = {ln.location_id for ln in sku_lines if ln.location_id is not None}
+        if any(ln.location_id is None for ln in sku_lines):
+            seen |= set(eligible_ids)
         available[sku_id] = sum(remaining.get((sku_id, loc), 0) for loc in seen)
 
     def hold(position: StockPosition, quantity: int) -> None:

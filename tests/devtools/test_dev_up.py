@@ -56,6 +56,14 @@ def test_dev_up_serves_health_and_stops_cleanly(tmp_path, db):
         while "worker-" not in log.read_text() or "ready." not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
+        # The bulk read takes up to 500 codes in the query string, far past gunicorn's default
+        # request-line limit: the real server must accept it.
+        key = subprocess.run([sys.executable, "manage.py", "create_api_key", "bulk", "--scopes", "stock:read"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.split()[-1]
+        codes = "&".join(f"sku=SKU-CODE-{i:08d}" for i in range(500))
+        bulk = requests.get(f"http://127.0.0.1:{port}/api/v1/stock/?{codes}",
+                            headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert bulk.status_code == 200 and bulk.json() == {"results": []}
         text = log.read_text()
         assert "password: test-password-1" in text and f"http://127.0.0.1:{port}/admin/" in text
         children = psutil.Process(proc.pid).children(recursive=True)

@@ -234,3 +234,11 @@ def test_admin_lists_filters_and_releases_and_extends_through_services(admin_cli
     assert row.actor == "admin:admin" and row.source == "admin"
     ledger = admin_client.get("/admin/inventory/stockmovement/")
     assert f"/admin/reservations/reservation/{rid}/change/" in ledger.content.decode()
+
+
+def test_refusal_reports_availability_where_the_line_may_draw(api, sku, location, other_location):
+    """A line naming a location is refused with that location's availability, not the total."""
+    stock.stock_receive(sku=sku.code, location=location.code, quantity=10)
+    response = post(api, URL, {"lines": [{"sku": sku.code, "quantity": 1, "location": other_location.code}]})
+    assert_error(response, 409, "insufficient_stock")
+    assert response.json()["lines"] == [{"sku": sku.code, "requested": 1, "available": 0}]
