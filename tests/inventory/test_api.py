@@ -267,3 +267,22 @@ def test_oversized_body_is_413_with_error_shape(api):
     response = api.generic("POST", ADJUST, huge, content_type="application/json", HTTP_IDEMPOTENCY_KEY="big")
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
+
+
+def test_hot_paths_have_pinned_query_counts(api, sku, location, other_location, django_assert_num_queries):
+    """A stock read must not grow with locations, nor an adjustment with history."""
+    for loc in (location, other_location):
+        services.stock_receive(sku=sku.code, location=loc.code, quantity=3)
+    api.get(f"/api/v1/stock/{sku.code}/")  # warm the API key's last_used_at write
+    # auth + SKU + positions
+    with django_assert_num_queries(3):
+        assert api.get(f"/api/v1/stock/{sku.code}/").status_code == 200
+    with django_assert_num_queries(3):
+        assert api.get(f"/api/v1/stock/?sku={sku.code}&sku=OTHER").status_code == 200
+    body = {"sku": sku.code, "location": "wh", "type": "sale", "quantity": 1}
+    # auth, replay check, sku, location, (savepoint), insert/lock positions, update, ledger insert,
+    # channel outbox mark - the exact number is pinned so a per-row loop shows up as a failure.
+    with django_assert_num_queries(10) as captured:
+        assert post(api, ADJUST, body).status_code == 201
+    assert not any("FROM \"inventory_stockmovement\"" in q["sql"] and "SUM" in q["sql"]
+                   for q in captured.captured_queries)
