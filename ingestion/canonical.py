@@ -9,15 +9,17 @@ event is processed, where an unknown one fails visibly and can be reprocessed la
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from django.utils.dateparse import parse_datetime
 
 from channels.adapters.base import CanonicalEvent
+from core.jsonsafe import text_problem
 
 EVENT_TYPES = ("sale", "return", "receipt", "adjustment", "count", "transfer", "cancellation")
 MAX_QUANTITY = 1_000_000_000
 MAX_BATCH = 1000
+MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)  # PostgreSQL's limit for a timestamptz literal
 
 
 class CanonicalError(ValueError):
@@ -37,7 +39,10 @@ def _text(raw: dict, name: str, *, max_length: int, required: bool) -> str:
         return ""
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise CanonicalError(f"invalid_{name}", f"{name} must be a string.")
-    value = str(value).strip()
+    value = str(value)
+    if problem := text_problem(value):  # PostgreSQL text refuses it: a 500 on INSERT otherwise
+        raise CanonicalError(f"invalid_{name}", f"{name} {problem}.")
+    value = value.strip()
     if not value and required:
         raise CanonicalError(f"{name}_required", f"{name} is required.")
     if len(value) > max_length:
@@ -49,6 +54,8 @@ def occurred_at_parse(value) -> datetime:
     """An ISO 8601 instant with an explicit offset (a naive time is ambiguous across sites)."""
     if not isinstance(value, str) or not value:
         raise CanonicalError("invalid_occurred_at", "occurred_at must be an ISO 8601 date-time string.")
+    if problem := text_problem(value):  # checked before the value is echoed in a detail
+        raise CanonicalError("invalid_occurred_at", f"occurred_at {problem}.")
     try:
         parsed = parse_datetime(value.strip())
     except ValueError:
@@ -57,6 +64,12 @@ def occurred_at_parse(value) -> datetime:
         raise CanonicalError("invalid_occurred_at", f"occurred_at '{value[:40]}' is not an ISO 8601 date-time.")
     if parsed.tzinfo is None:
         raise CanonicalError("invalid_occurred_at", "occurred_at needs a UTC offset (e.g. 'Z' or '+02:00').")
+    if abs(parsed.utcoffset()) > MAX_UTC_OFFSET:  # PostgreSQL refuses it: the event would retry for nothing
+        raise CanonicalError("invalid_occurred_at", "occurred_at's UTC offset must be within ±15:59.")
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-02:00 is in the year 10000
+        raise CanonicalError("invalid_occurred_at", "occurred_at is out of range.") from None
     return parsed
 
 

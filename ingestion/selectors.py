@@ -6,7 +6,15 @@ from django.db.models import Count, QuerySet
 
 from channels.models import Channel
 from core.errors import NotFound, ValidationFailed
+from core.jsonsafe import text_problem
 from ingestion.models import InboundEvent, OversellIncident
+
+
+def _filter_check(**filters: str | None) -> None:
+    """Filters are compared with text columns: PostgreSQL refuses NUL there (a 500), so refuse it."""
+    for name, value in filters.items():
+        if value and (problem := text_problem(value)):
+            raise ValidationFailed(f"The {name} filter {problem}.", code="validation_error")
 
 
 def channel_for_webhook(*, slug: str) -> Channel | None:
@@ -17,6 +25,7 @@ def channel_for_webhook(*, slug: str) -> Channel | None:
 def inbound_events_list(*, status: str | None = None, channel_slug: str | None = None, source: str | None = None,
                         topic: str | None = None, error_code: str | None = None) -> QuerySet[InboundEvent]:
     """Inbound events, newest first, optionally filtered (the raw body is deferred)."""
+    _filter_check(status=status, channel=channel_slug, source=source, topic=topic, error=error_code)
     qs = InboundEvent.objects.select_related("channel").defer("body").order_by("-id")
     if status:
         if status not in InboundEvent.Status.values:
@@ -49,6 +58,7 @@ def inbound_event_counts() -> dict[str, int]:
 
 def oversell_incidents_list(*, channel_slug: str | None = None, sku_code: str | None = None,
                             open_only: bool = False) -> QuerySet[OversellIncident]:
+    _filter_check(channel=channel_slug, sku=sku_code)
     qs = OversellIncident.objects.select_related("channel", "sku", "location").order_by("-id")
     if channel_slug:
         qs = qs.filter(channel__slug=channel_slug)

@@ -15,7 +15,6 @@ back: its events are pending again, unlocked, and nothing was half-applied.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
@@ -29,9 +28,10 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from channels.adapters import ADAPTERS
-from channels.adapters.base import ChannelAdapter
+from channels.adapters.base import ChannelAdapter, Delivery
 from channels.models import Channel
 from core.errors import DomainError, ValidationFailed
+from core.jsonsafe import json_contains_nul, json_parse, json_replace_nul, text_clean
 from ingestion.canonical import MAX_BATCH, CanonicalError, canonical_event_parse, canonical_event_to_json
 from ingestion.models import InboundEvent
 from ingestion.processing import BatchProcessor, Transient
@@ -109,21 +109,34 @@ class WebhookAccepted:
 def webhook_accept(*, channel: Channel, adapter: ChannelAdapter, headers, body: bytes) -> WebhookAccepted:
     """Store one verified delivery (raw body, headers) and schedule the drain.
 
-    The caller has verified the signature. A body that is not JSON is stored as failed with the
-    parse error (the sender still gets 200: retrying the same bytes would not help). Dedup on
-    the channel's delivery id; a delivery without one is identified by its body's hash.
+    The caller has verified the signature. Whatever the body is, the delivery is stored and the
+    sender gets 200 (retrying the same bytes would not help): a body that is not JSON PostgreSQL
+    can store (syntax, NaN/Infinity, 1e400, lone surrogates, a nesting bomb, bad UTF-8) is stored
+    as failed `invalid_json` with the reason, the raw bytes kept (bytea holds any bytes). NUL
+    characters inside strings are valid JSON that jsonb cannot hold: they are replaced with
+    U+FFFD in the parsed payload (the raw body keeps them) and the event is processed.
+    Dedup on the channel's delivery id; a delivery without one is identified by its body's hash.
     """
-    delivery = adapter.read_delivery(channel, headers, body)
-    delivery_id = (delivery.delivery_id or "").strip()[:255] or "sha256:" + hashlib.sha256(body).hexdigest()
     try:
-        payload, error = json.loads(body), ""
-    except (ValueError, UnicodeDecodeError) as exc:
+        delivery = adapter.read_delivery(channel, headers, body)
+    except Exception:  # e.g. RecursionError from an adapter reading a nesting bomb: still store it
+        logger.warning("%s could not read the delivery's id/topic; using the body hash", type(adapter).__name__,
+                       exc_info=True)
+        delivery = Delivery(delivery_id="", topic="")
+    delivery_id = text_clean((delivery.delivery_id or "").strip()[:255]) or "sha256:" + hashlib.sha256(body).hexdigest()
+    try:
+        payload, error = json_parse(body, allow_nul=True), ""
+    except ValueError as exc:
         payload, error = None, f"The body is not valid JSON: {exc}"
-    kept = {name: value for name, value in headers.items() if name.lower() not in DROPPED_HEADERS}
+    if payload is not None and json_contains_nul(payload):
+        payload = json_replace_nul(payload)
+    kept = {text_clean(str(name)): text_clean(str(value)) for name, value in headers.items()
+            if str(name).lower() not in DROPPED_HEADERS}
     row = _row(channel_id=channel.pk, source=InboundEvent.Source.WEBHOOK, dedup_key=f"wh:{channel.pk}:{delivery_id}",
-               delivery_id=delivery_id, topic=(delivery.topic or "")[:100], headers=kept, body=body, payload=payload)
+               delivery_id=delivery_id, topic=text_clean(str(delivery.topic or ""))[:100], headers=kept, body=body,
+               payload=payload)
     if error:
-        row.update(status=InboundEvent.Status.FAILED, error_code="invalid_json", last_error=error,
+        row.update(status=InboundEvent.Status.FAILED, error_code="invalid_json", last_error=error[:2000],
                    processed_at=row["received_at"])
     inserted = _insert_new([row])
     if inserted and not error:
@@ -311,7 +324,6 @@ def inbound_events_fetch(*, limit: int) -> int:
     if not events:
         return 0
     from channels.adapters import adapter_for
-    from channels.adapters.base import Delivery
 
     fetched = 0
     with requests.Session() as session:

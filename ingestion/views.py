@@ -7,6 +7,8 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,6 +17,7 @@ from channels.adapters.base import ChannelAdapter
 from channels.selectors import channel_get
 from core.errors import ValidationFailed, json_error
 from core.idempotency import IdempotencyMixin
+from core.jsonsafe import json_parse
 from core.pagination import PageNumberPagination
 from ingestion import selectors, services
 from ingestion.serializers import (
@@ -31,26 +34,79 @@ def _receives_webhooks(adapter: ChannelAdapter | None) -> bool:
     return adapter is not None and type(adapter).verify_webhook is not ChannelAdapter.verify_webhook
 
 
+DISCARD_CAP = 16 * 1024 * 1024  # a refused body up to this size is read (and dropped) before answering 413
+READ_CHUNK = 64 * 1024
+
+
+def _too_large(limit: int) -> JsonResponse:
+    return json_error(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
+
+
+def webhook_body_read(request, limit: int) -> bytes | JsonResponse:
+    """The webhook's body (at most `limit` bytes), or the error response to send instead.
+
+    - Content-Length over the limit: 413 without keeping the body, but the declared bytes (up to
+      DISCARD_CAP) are read and dropped first, so a keep-alive connection is not left with unread
+      bytes that the next request on it would be parsed from.
+    - No Content-Length and `Transfer-Encoding: chunked`: Django reads such a body as empty (its
+      stream is limited to CONTENT_LENGTH, i.e. 0), which made a valid chunked webhook a 401 and a
+      1.1 MiB one a 401 instead of a 413. The body is read from `wsgi.input` directly when the
+      server de-chunks it and ends it (PEP 3333's `wsgi.input_terminated`, set by gunicorn),
+      still at most limit + 1 bytes; a server that does not (Django's runserver) gets 411.
+    - Otherwise at most limit + 1 bytes are read: more than `limit` is a 413 whatever
+      Content-Length claimed.
+    """
+    meta = request.META
+    try:
+        declared = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        remaining = declared if declared <= DISCARD_CAP else 0  # beyond: not worth reading
+        while remaining > 0:  # request.read is bounded by CONTENT_LENGTH: never blocks past the body
+            chunk = request.read(min(READ_CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+        return _too_large(limit)
+    chunked = "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if chunked and not meta.get("CONTENT_LENGTH"):
+        if not meta.get("wsgi.input_terminated"):
+            return json_error(411, "length_required",
+                              "This server cannot read a chunked body here; send Content-Length.")
+        body = _read_at_most(meta["wsgi.input"], limit + 1)
+    else:
+        body = request.read(limit + 1)
+    if len(body) > limit:
+        return _too_large(limit)
+    return body
+
+
+def _read_at_most(stream, size: int) -> bytes:
+    parts, left = [], size
+    while left > 0:
+        chunk = stream.read(min(READ_CHUNK, left))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
 @csrf_exempt
 def webhook_receive(request, slug: str):
     """POST /webhooks/{slug}/: verify with the channel's scheme, store, answer 200.
 
     No processing happens here (the drain does it), so the answer never waits on stock locks or
-    on the marketplace's API. 401 stores nothing; 413 is decided before reading the body when
-    Content-Length says so, and again on the bytes actually read.
+    on the marketplace's API. 401 stores nothing; 413 is decided on Content-Length when it says
+    so, and again on the bytes actually read (webhook_body_read).
     """
     if request.method != "POST":
         return json_error(405, "method_not_allowed", "Webhooks are delivered with POST.")
     limit = services.MAX_WEBHOOK_BYTES
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > limit:
-        return json_error(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
-    body = request.read(limit + 1)
-    if len(body) > limit:
-        return json_error(413, "payload_too_large", f"Webhook bodies are limited to {limit} bytes.")
+    body = webhook_body_read(request, limit)
+    if not isinstance(body, bytes):
+        return body
     channel = selectors.channel_for_webhook(slug=slug)
     if channel is None:
         return json_error(404, "channel_not_found", f"No active channel '{slug}'.")
@@ -68,8 +124,22 @@ def webhook_receive(request, slug: str):
     return JsonResponse({"status": "accepted", "id": accepted.event_id})
 
 
+class EventsJSONParser(JSONParser):
+    """Strict JSON (no NaN/Infinity, finite numbers, bounded nesting: a 400 for the request), but
+    strings are left to per-item validation: a NUL or lone surrogate in one event rejects that
+    event in "rejected" (ingestion.canonical), and the rest of the batch is accepted."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        raw = stream.read() if stream is not None else b""
+        try:
+            return json_parse(raw, check_text=False)
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+
+
 class EventListCreate(IdempotencyMixin, APIView):
     required_scopes = {"POST": "events:write", "GET": "ops"}
+    parser_classes = [EventsJSONParser]
 
     @extend_schema(request=EventBatchSerializer, responses={202: EventBatchResultSerializer})
     def post(self, request):
