@@ -19,23 +19,44 @@ from devtools.services import free_port
 from tests.conftest import ROOT
 
 
-@pytest.mark.slow
-def test_dev_up_serves_health_and_stops_cleanly(tmp_path, db):
+def _admin_url() -> str:
     s = connection.settings_dict
-    admin_url = f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST']}:{s['PORT']}/postgres"
-    dbname = f"devup_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    return f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST']}:{s['PORT']}/postgres"
+
+
+def _up_env(tmp_path, dbname: str, port: int) -> dict:
+    """Environment for a second `./dev up`: own port, data dir, database and Redis db."""
+    with psycopg.connect(_admin_url(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
-    port = free_port()
     env = {
         **os.environ,
         "PORT": str(port),
         "INVENTORY_DATA_DIR": str(tmp_path / "data"),
-        "DATABASE_URL": admin_url.rsplit("/", 1)[0] + f"/{dbname}",
+        "DATABASE_URL": _admin_url().rsplit("/", 1)[0] + f"/{dbname}",
         "REDIS_URL": settings.REDIS_URL.rsplit("/", 1)[0] + "/7",
         "DJANGO_SUPERUSER_PASSWORD": "test-password-1",
     }
     env.pop("INVENTORY_TESTING", None)
+    return env
+
+
+def _wait_for_log(log, needle: str, proc, deadline: float) -> None:
+    while needle not in log.read_text():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.5)
+
+
+def _drop(dbname: str) -> None:
+    with psycopg.connect(_admin_url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+@pytest.mark.slow
+def test_dev_up_serves_health_and_stops_cleanly(tmp_path, db):
+    dbname = f"devup_{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = _up_env(tmp_path, dbname, port)
     log = tmp_path / "up.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "devtools", "up"], cwd=ROOT, env=env, stdout=out,
@@ -74,5 +95,32 @@ def test_dev_up_serves_health_and_stops_cleanly(tmp_path, db):
     assert code == 0, log.read_text()
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], f"children left running: {alive}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    _drop(dbname)
+
+
+@pytest.mark.slow
+def test_dev_up_reports_a_crashed_child_and_stops_the_rest(tmp_path, db):
+    dbname = f"devup_{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = _up_env(tmp_path, dbname, port)
+    log = tmp_path / "up.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "devtools", "up"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        _wait_for_log(log, "beat: Starting", proc, deadline)
+        _wait_for_log(log, "Listening at", proc, deadline)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        beat = next(c for c in psutil.Process(proc.pid).children() if "beat" in " ".join(c.cmdline()))
+        os.killpg(beat.pid, signal.SIGKILL)  # a crash, not a stop request
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 1, text
+    assert "beat exited unexpectedly" in text
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"children left running: {alive}"
+    _drop(dbname)
