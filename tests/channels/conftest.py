@@ -70,7 +70,7 @@ def list_sku():
     return add
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -46,14 +46,14 @@ def test_every_channel_shows_the_change_through_a_real_worker(empty_broker, cele
     # one change, committed: every channel shows it soon (the worker pushes; nothing is called here)
     started = time.monotonic()
     stock.stock_receive(sku=sku, location=location, quantity=200)
-    wait_for(lambda: shown() == {200}, timeout=15, message="all six channels to show 200")
+    wait_for(lambda: shown() == {200}, timeout=90, message="all six channels to show 200")
     first_latency = time.monotonic() - started
 
     # a burst of 100 sales: the channels end on the final value with far fewer than 100 pushes each
     burst_started = time.monotonic()
     for _ in range(100):
         stock.stock_sell(sku=sku, location=location, quantity=1)
-    wait_for(lambda: shown() == {100}, timeout=30, message="all six channels to show 100")
+    wait_for(lambda: shown() == {100}, timeout=120, message="all six channels to show 100")
     elapsed = time.monotonic() - burst_started
     # Shopify takes one item per request: its request count is the number of pushes. Coalescing
     # plus the channel's limit (5/s, burst 10) bound it, whatever the machine's speed.
@@ -119,7 +119,7 @@ def test_the_marketplace_echo_of_our_push_is_not_applied_as_a_stock_change(live_
     # when we push 8 (10 - safety 2), Shopify answers with inventory_levels/update available=8
     channel_push(channel_id=channel.pk)
     event = wait_for(lambda: InboundEvent.objects.filter(channel=channel, topic="inventory_levels/update").first(),
-                     timeout=10, message="the echo webhook")
+                     timeout=60, message="the echo webhook")
     inbound_events_drain()
     event.refresh_from_db()
     # then it is recognised as our own echo: no count is applied
