@@ -98,7 +98,15 @@ def database_url_for_subprocess() -> str:
 
 @pytest.fixture
 def celery_worker_process(transactional_db, tmp_path):
-    """A real Celery worker (separate process) on the real broker, using the test database."""
+    """A real Celery worker (separate process) on the real broker, using the test database.
+
+    The queue is purged first: tasks queued by earlier tests (or earlier runs, on an external
+    broker such as RabbitMQ) name rows that no longer exist and would only delay this test's
+    tasks. A test that queued work before asking for the worker must queue it again after.
+    """
+    from config.celery import app
+
+    app.control.purge()
     env = dict(os.environ)
     env["DATABASE_URL"] = database_url_for_subprocess()
     log = tmp_path / "worker.log"

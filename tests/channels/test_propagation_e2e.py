@@ -20,17 +20,8 @@ from tests.conftest import ROOT, database_url_for_subprocess
 from tests.factories import LocationFactory, SkuFactory
 
 
-@pytest.fixture
-def empty_broker(transactional_db):
-    """Tasks queued by earlier tests (for channels that no longer exist) are dropped first."""
-    from config.celery import app
-
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("celery")
-
-
 @pytest.mark.slow
-def test_every_channel_shows_the_change_through_a_real_worker(empty_broker, celery_worker_process, simulator,
+def test_every_channel_shows_the_change_through_a_real_worker(celery_worker_process, simulator,
                                                               make_channel, list_sku):
     location = LocationFactory(code="wh")
     sku = SkuFactory(code="E2E-1", safety_stock=0)

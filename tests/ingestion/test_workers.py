@@ -12,7 +12,7 @@ from django.db import connection, transaction
 
 from core.auth import api_key_create
 from ingestion.models import InboundEvent
-from ingestion.services import inbound_events_drain, inbound_events_sweep
+from ingestion.services import drain_enqueue, inbound_events_drain, inbound_events_sweep
 from inventory.models import StockMovement, StockPosition
 from inventory.selectors import ledger_drift
 from inventory.services import stock_receive
@@ -79,7 +79,7 @@ def test_1000_events_drained_by_two_workers_at_once_each_applied_exactly_once(re
     events, expected = receipts("bulk", 1000, skus, locations)
     post_all(events_client, events)  # durable before any worker exists; drains are queued on commit
 
-    request.getfixturevalue("celery_worker_process")  # two prefork worker processes
+    request.getfixturevalue("celery_worker_process")  # two prefork worker processes (queue purged)
     from ingestion.tasks import inbound_drain_task
 
     for _ in range(2):
@@ -103,7 +103,8 @@ def test_worker_killed_mid_batch_loses_nothing(request, catalog, events_client):
     with transaction.atomic():
         # Hold every position lock: the worker claims a batch, then blocks inside it.
         list(StockPosition.objects.select_for_update().all())
-        worker = request.getfixturevalue("celery_worker_process")
+        worker = request.getfixturevalue("celery_worker_process")  # purges the queue
+        drain_enqueue()  # queue the drain again, now that a worker listens
         deadline = time.monotonic() + 120  # generous: CI machines are shared
         while not _a_backend_waits_on_a_lock():
             assert time.monotonic() < deadline, "the worker never reached the stock locks"
@@ -122,6 +123,9 @@ def test_worker_killed_mid_batch_loses_nothing(request, catalog, events_client):
 
 def _a_backend_waits_on_a_lock() -> bool:
     with connection.cursor() as cursor:
+        # pg_stat_activity is snapshotted once per transaction, and the caller holds one open:
+        # without clearing, every later look would repeat the first (stale) answer.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
         return cursor.fetchone()[0] > 0
