@@ -47,6 +47,15 @@ def _wait_for_log(log, needle: str, proc, deadline: float) -> None:
         time.sleep(0.5)
 
 
+def _start_up(tmp_path, env: dict):
+    """`./dev up` as a user runs it (python -m devtools up), output to up.log."""
+    log = tmp_path / "up.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "devtools", "up"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    return proc, log
+
+
 def _drop(dbname: str) -> None:
     with psycopg.connect(_admin_url(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
@@ -57,10 +66,7 @@ def test_dev_up_serves_health_and_stops_cleanly(tmp_path, db):
     dbname = f"devup_{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = _up_env(tmp_path, dbname, port)
-    log = tmp_path / "up.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "devtools", "up"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+    proc, log = _start_up(tmp_path, env)
     try:
         deadline = time.monotonic() + 120
         health = None
@@ -103,10 +109,7 @@ def test_dev_up_reports_a_crashed_child_and_stops_the_rest(tmp_path, db):
     dbname = f"devup_{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = _up_env(tmp_path, dbname, port)
-    log = tmp_path / "up.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "devtools", "up"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+    proc, log = _start_up(tmp_path, env)
     try:
         deadline = time.monotonic() + 120
         _wait_for_log(log, "beat: Starting", proc, deadline)
