@@ -643,7 +643,12 @@ def _dead_letter(channel: Channel, c: _Claimed, attempts: int, error: str, now) 
             channel=channel, sku_id=c.sku_id, quantity=c.quantity, attempts=attempts,
             first_error=(c.first_error or error)[:2000], last_error=error[:2000],
             first_failed_at=c.first_failed_at or now, last_failed_at=now)
-    DirtyPair.objects.filter(id=c.pair_id).delete()
+    # Compare-and-delete, as on success: a change marked during the last attempt keeps its pair,
+    # with fresh attempts, so the newer quantity is still pushed (and supersedes this letter).
+    deleted, _ = DirtyPair.objects.filter(id=c.pair_id, generation=c.generation).delete()
+    if not deleted:
+        DirtyPair.objects.filter(id=c.pair_id).update(attempts=0, force=False, first_error="", last_error="",
+                                                     first_failed_at=None, next_attempt_at=now)
     logger.error("dead letter: channel %s sku %s after %s attempts: %s", channel.slug, c.sku_code, attempts, error)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig, SuspiciousOperation
-from django.db import DataError
+from django.db import DataError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exc
 from rest_framework.response import Response
@@ -61,6 +61,14 @@ class ValidationFailed(DomainError):
     code = "validation_error"
 
 
+def _is_transient(exc: Exception) -> bool:
+    """Deadlock victim, serialization failure or lock timeout: retrying the same request is safe."""
+    from psycopg import errors as pg
+
+    cause = exc.__cause__
+    return isinstance(cause, pg.DeadlockDetected | pg.SerializationFailure | pg.LockNotAvailable)
+
+
 def _flatten(detail, prefix: str = "") -> list[str]:
     if isinstance(detail, dict):
         out = []
@@ -98,6 +106,13 @@ def exception_handler(exc, context):
         return Response(exc.body(), status=exc.status)
     if isinstance(exc, RequestDataTooBig):
         return Response({"error": "payload_too_large", "detail": "The request body is too large."}, status=413)
+    if isinstance(exc, OperationalError) and _is_transient(exc):
+        # PostgreSQL chose this transaction as a deadlock victim (or a lock wait timed out): it was
+        # rolled back whole, so the client may simply retry. 503, not 409, so an Idempotency-Key
+        # claim is released rather than stored with this answer.
+        logger.warning("transient database conflict answered 503: %s", exc)
+        return Response({"error": "retry_later", "detail": "A concurrent update conflicted; retry the request."},
+                        status=503, headers={"Retry-After": "1"})
     if isinstance(exc, DataError):
         # Safety net: input PostgreSQL refuses as data (out of range, bad characters) is the
         # client's, not a server fault. Validation should have caught it first; log to fix that.

@@ -516,6 +516,11 @@ class BatchProcessor:
             return 0, None
         consumed = sum(IngestedOrderLine.objects.filter(
             channel=plan.channel, order_ref=order_ref, sku_id=line.sku_id).values_list("covered", flat=True))
+        # Lines of the same order covered earlier in this batch are not in the database yet:
+        # without them one reservation would cover every line of the order (an oversell).
+        channel_id = plan.channel.pk if plan.channel else None
+        consumed += sum(recorded.covered for (ch, ref, _line_id), recorded in self.new_order_lines.items()
+                        if ch == channel_id and ref == order_ref and recorded.sku_id == line.sku_id)
         covered = max(0, min(line.quantity, sum(rl.quantity for rl in held) - consumed))
         return covered, held[0].location_id
 

@@ -363,10 +363,17 @@ def location_create(*, code: str, name: str, kind: str = Location.Kind.WAREHOUSE
 
 
 def location_update(*, location: Location, **fields) -> Location:
-    """Change name, kind, active or priority (the code is the public identifier and stays)."""
-    for name, value in fields.items():
-        setattr(location, name, value)
-    location.save(update_fields=list(fields) or None)
+    """Change name, kind, active or priority (the code is the public identifier and stays).
+
+    Channels sell only from active locations, so switching `active` is announced like a stock
+    change of every position there (re-activating one may also fill the waitlist)."""
+    with transaction.atomic():
+        was_active = location.active
+        for name, value in fields.items():
+            setattr(location, name, value)
+        location.save(update_fields=list(fields) or None)
+        if "active" in fields and location.active != was_active:
+            positions_changed(StockPosition.objects.filter(location=location), availability_rose=location.active)
     return location
 
 
