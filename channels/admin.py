@@ -15,6 +15,7 @@ from channels.models import (
     DirtyPair,
     PushAttempt,
 )
+from core.admin import ReadOnlyAdmin
 
 
 class ChannelAdminForm(forms.ModelForm):
@@ -195,7 +196,8 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
 
 @admin.register(PushAttempt)
-class PushAttemptAdmin(admin.ModelAdmin):
+class PushAttemptAdmin(ReadOnlyAdmin):
+    deletable = True
     list_display = ("id", "channel", "purpose", "started_at", "outcome", "http_status", "latency_ms", "sku_count",
                     "error_short")
     list_filter = ("outcome", "purpose", "channel")
@@ -203,56 +205,35 @@ class PushAttemptAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in PushAttempt._meta.fields]
     date_hierarchy = "started_at"
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
     @admin.display(description="error")
     def error_short(self, obj):
         return (obj.error or "")[:80]
 
 
 @admin.register(DirtyPair)
-class DirtyPairAdmin(admin.ModelAdmin):
+class DirtyPairAdmin(ReadOnlyAdmin):
+    deletable = True
     list_display = ("channel", "sku", "marked_at", "next_attempt_at", "attempts", "force", "last_error")
     list_filter = ("channel",)
     list_select_related = ("channel", "sku")
     search_fields = ("sku__code",)
     readonly_fields = [f.name for f in DirtyPair._meta.fields]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(ChannelSkuState)
-class ChannelSkuStateAdmin(admin.ModelAdmin):
+class ChannelSkuStateAdmin(ReadOnlyAdmin):
+    deletable = True
     list_display = ("channel", "sku", "last_pushed", "last_pushed_at", "last_seen", "last_seen_at")
     list_filter = ("channel",)
     list_select_related = ("channel", "sku")
     search_fields = ("sku__code",)
     readonly_fields = [f.name for f in ChannelSkuState._meta.fields]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(ChannelDrift)
-class ChannelDriftAdmin(admin.ModelAdmin):
+class ChannelDriftAdmin(ReadOnlyAdmin):
+    deletable = True
     list_display = ("channel", "sku", "expected", "actual", "detected_at")
     list_filter = ("channel",)
     list_select_related = ("channel", "sku")
     readonly_fields = [f.name for f in ChannelDrift._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

@@ -7,19 +7,9 @@ through the stock services.
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from core.admin import ReadOnlyAdmin
 from ingestion import services
 from ingestion.models import InboundEvent, LevelDrift, OversellIncident
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(InboundEvent)

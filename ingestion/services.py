@@ -313,8 +313,6 @@ def inbound_events_fetch(*, limit: int) -> int:
     """Fetch what thin webhooks leave out (BigCommerce order products) for due pending events,
     outside any transaction; the result is stored on the event for the drain. A failed fetch
     counts as an attempt and backs off; a 4xx other than 408/429 fails the event."""
-    import requests
-
     kinds = [kind for kind, adapter in ADAPTERS.items() if hasattr(adapter, "needs_fetch")]
     events = list(
         InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=timezone.now(),
@@ -324,9 +322,10 @@ def inbound_events_fetch(*, limit: int) -> int:
     if not events:
         return 0
     from channels.adapters import adapter_for
+    from channels.adapters.http import TimeoutSession
 
     fetched = 0
-    with requests.Session() as session:
+    with TimeoutSession() as session:  # connect/read timeouts on every call, as for pushes
         for event in events:
             adapter = adapter_for(event.channel)
             delivery = Delivery(delivery_id=event.delivery_id, topic=event.topic)

@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from core.admin import ReadOnlyInline
+from core.admin import ReadOnlyAdmin, ReadOnlyInline
 from core.errors import DomainError
 from inventory import services
 from inventory.models import Location, Sku, StockMovement, StockPosition, StockSnapshot
@@ -122,7 +122,7 @@ class StockPositionAdmin(admin.ModelAdmin):
 
 
 @admin.register(StockMovement)
-class StockMovementAdmin(admin.ModelAdmin):
+class StockMovementAdmin(ReadOnlyAdmin):
     """The ledger: readable by those allowed, never added, changed or deleted by anyone."""
 
     list_display = ("id", "sku", "location", "type", "on_hand_delta", "reserved_delta", "on_hand_after",
@@ -138,15 +138,6 @@ class StockMovementAdmin(admin.ModelAdmin):
             return "-"
         url = reverse("admin:reservations_reservation_change", args=[obj.reservation_id])
         return format_html('<a href="{}">{}</a>', url, str(obj.reservation_id)[:8])
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(StockSnapshot)

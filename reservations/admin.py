@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from core.admin import ReadOnlyInline
+from core.admin import ReadOnlyAdmin, ReadOnlyInline
 from core.errors import DomainError
 from inventory.models import StockMovement
 from inventory.services import MovementContext
@@ -123,18 +123,9 @@ class ReservationAdmin(admin.ModelAdmin):
 
 
 @admin.register(WaitlistEntry)
-class WaitlistEntryAdmin(admin.ModelAdmin):
+class WaitlistEntryAdmin(ReadOnlyAdmin):
     """The backorder queue, read-only: leave it by releasing the reservation."""
 
     list_display = ("id", "sku", "reservation", "created_at")
     search_fields = ("sku__code", "=reservation__id")
     list_select_related = ("sku", "reservation")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -62,7 +62,7 @@ class BigCommerceAdapter(ChannelAdapter):
                    "Accept": "application/json"}
         products, page = [], 1
         while True:
-            response = session.get(url, headers=headers, timeout=(3.05, 10),
+            response = session.get(url, headers=headers,  # a TimeoutSession sets the timeouts
                                    params={"limit": self.products_page_size, "page": page})
             if response.status_code == 204:
                 break  # v2 answers 204 past the last page
