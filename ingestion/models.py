@@ -74,6 +74,10 @@ class IngestedOrderLine(models.Model):
     taken = models.BigIntegerField(default=0)  # left on_hand (free stock plus a committed reservation)
     covered = models.BigIntegerField(default=0)  # of `taken`, what a committed reservation supplied
     restocked = models.BigIntegerField(default=0)
+    # Where `taken` came from, so restocks put each unit back where it left:
+    # [{"location": id, "taken": n, "restocked": m}, ...] (held units first, then free stock).
+    # Empty on rows written before it existed: then everything came from `location`.
+    sources = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from channels.adapters import ADAPTERS
@@ -34,7 +34,7 @@ from core.errors import DomainError, ValidationFailed
 from core.jsonsafe import json_contains_nul, json_parse, json_replace_nul, text_clean
 from ingestion.canonical import MAX_BATCH, CanonicalError, canonical_event_parse, canonical_event_to_json
 from ingestion.models import InboundEvent
-from ingestion.processing import BatchProcessor, Transient
+from ingestion.processing import BatchProcessor, EventResult, Transient
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +267,10 @@ def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
             else:
                 event.status = InboundEvent.Status.FAILED if outcome.transient else outcome.status
                 event.processed_at = finished_at
-            event.error_code, event.last_error = outcome.error_code, outcome.error[:2000]
+            # Texts from payloads and exceptions may hold what PostgreSQL cannot store (NUL):
+            # cleaned, so saving the outcomes can never fail the batch.
+            event.outcome = json_replace_nul(event.outcome)
+            event.error_code, event.last_error = text_clean(outcome.error_code)[:64], text_clean(outcome.error)[:2000]
             result.done += event.status == InboundEvent.Status.DONE
             result.ignored += event.status == InboundEvent.Status.IGNORED
             result.failed += event.status == InboundEvent.Status.FAILED
@@ -277,15 +280,39 @@ def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
     return result
 
 
-def _process(events: list[InboundEvent], worker: str) -> dict:
-    """Fast path first (no per-event savepoints); on any error, roll it back and apply event by
-    event so one bad event cannot hold back the others."""
+def _process(events: list[InboundEvent], worker: str) -> dict[int, EventResult]:
+    """Apply a claimed batch so that no event, however bad, can hold back another.
+
+    1. Fast path: the whole batch without per-event savepoints (errors are rare, and the
+       savepoints' round trips are most of a drain's cost).
+    2. On any error, roll that back and apply event by event (a savepoint each, inside one
+       BatchProcessor: one lock set, one settlement per order).
+    3. If even that fails as a whole (an error outside any one event's lines: a lookup, the lock
+       step, the stock-change hook), apply each event in a batch of its own; an event that still
+       fails alone is retried per policy with the error as its reason.
+    Every path ends with an outcome for every event, so the drain never claims the same
+    poisoned batch again without having moved its attempt counters."""
     try:
         with transaction.atomic():
             return BatchProcessor(events, worker=worker).run()
-    except (Transient, DomainError, DatabaseError) as exc:
+    except Exception as exc:
         logger.info("drain fast path aborted (%s: %s); applying event by event", type(exc).__name__, exc)
-    return BatchProcessor(events, worker=worker, careful=True).run()
+    try:
+        with transaction.atomic():
+            return BatchProcessor(events, worker=worker, careful=True).run()
+    except Exception:
+        logger.warning("drain batch failed as a whole; applying each event alone", exc_info=True)
+    results: dict[int, EventResult] = {}
+    for event in events:
+        try:
+            with transaction.atomic():
+                results.update(BatchProcessor([event], worker=worker, careful=True).run())
+        except Exception as exc:
+            logger.warning("inbound event %s failed on its own; will retry", event.pk, exc_info=True)
+            code = getattr(exc, "code", "") if isinstance(exc, Transient | DomainError) else "unexpected_error"
+            results[event.pk] = EventResult(InboundEvent.Status.PENDING, code[:64], f"{type(exc).__name__}: {exc}",
+                                            transient=True)
+    return results
 
 
 def _events_save(events: list[InboundEvent]) -> None:

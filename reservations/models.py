@@ -77,6 +77,10 @@ class ReservationLine(models.Model):
     location = models.ForeignKey(Location, null=True, blank=True, on_delete=models.PROTECT,
                                  related_name="reservation_lines")
     quantity = models.PositiveIntegerField()
+    # Of `quantity`, what left on_hand when the reservation was committed: all of it for a
+    # checkout commit, only what the order sold when a marketplace order settled the hold (the
+    # rest went back to sale). Order lines draw their reservation cover from it.
+    committed = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["id"]

@@ -219,6 +219,8 @@ def _stock_commit(reservation: Reservation, *, context: MovementContext | None, 
     for line, position in pairs:
         movement_apply(position, type=MovementType.RESERVATION_COMMIT, on_hand_delta=-line.quantity,
                        reserved_delta=-line.quantity, context=ctx)
+        line.committed = line.quantity
+    ReservationLine.objects.bulk_update([line for line, _ in pairs], ["committed"])
     _close(reservation, status=Status.COMMITTED, closed_by=closed_by, now=now)
     positions_changed([p for _, p in pairs], availability_rose=False)
 

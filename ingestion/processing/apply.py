@@ -1,0 +1,465 @@
+"""Apply one planned batch of inbound events to stock, inside the drain's transaction.
+
+Lock order is the global one (docs/ARCHITECTURE.md): reservation rows first, in primary-key
+order (the holds of every order the batch sells, reservations.order_commit), then every stock
+position the batch touches in ONE `positions_lock` call (primary-key order). Nothing else is
+locked afterwards, so a drain never deadlocks with another drain, a checkout or an API commit.
+
+Then, under those locks:
+1. read which ledger keys and order lines already exist (a concurrent worker that applied the
+   same line has committed by now);
+2. settle each order's hold once (commit what the order sells, release the rest);
+3. apply each event's lines through `movement_apply`, ledger rows carrying the line's stable key.
+
+`careful=False` (the fast path) applies the batch without savepoints and lets any error escape;
+the caller rolls it back and reruns with `careful=True`, where every order settlement and every
+event gets its own savepoint and its own outcome, so one bad event never holds back another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections import defaultdict
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+
+from channels.models import Channel, ChannelSkuState
+from core.errors import DomainError
+from ingestion.models import InboundEvent, IngestedOrderLine, LevelDrift, LevelWatermark, OversellIncident
+from ingestion.processing.plan import EventResult, Line, Plan, Transient, plans_make
+from inventory.locking import positions_lock
+from inventory.models import MovementType, StockMovement, StockPosition
+from inventory.services import TRANSFER_IN_SUFFIX, MovementContext, movement_apply, positions_changed
+from reservations.models import Reservation
+from reservations.order_commit import (
+    OrderHolds,
+    order_hold_cover,
+    order_hold_settle,
+    order_holds_lock,
+    order_waiting_release,
+)
+
+logger = logging.getLogger(__name__)
+
+OrderKey = tuple[int | None, str]
+
+
+def order_ref_of(line: Line) -> str:
+    return str(line.event.metadata.get("order_id") or line.event.reference or "")
+
+
+def line_id_of(line: Line) -> str:
+    return str(line.event.metadata.get("line_id") or line.key)
+
+
+def _channel_id(plan: Plan) -> int | None:
+    return plan.channel.pk if plan.channel else None
+
+
+class BatchProcessor:
+    """Applies the claimed events of one drain transaction; see the module docstring."""
+
+    def __init__(self, events: list[InboundEvent], *, worker: str = "", careful: bool = False):
+        self.events = events
+        self.worker = worker
+        self.careful = careful
+        self.results: dict[int, EventResult] = {}
+        # State of the batch under its locks; snapshot() / restore() undo one event's share of it.
+        self.locked: dict[tuple[int, int], StockPosition] = {}
+        self.applied_keys: set[str] = set()
+        self.sold_lines: set[tuple] = set()
+        self.changed: dict[tuple[int, int], StockPosition] = {}
+        self.availability_rose = False
+        self.watermarks: dict[tuple[int, int], datetime] = {}
+        self.order_lines: dict[int, IngestedOrderLine] = {}  # recorded by earlier batches
+        self.new_order_lines: dict[tuple, IngestedOrderLine] = {}  # recorded by sales in this batch
+        self.cover: dict[tuple[OrderKey, int], list[list[int]]] = {}  # held units an order's lines draw on
+
+    # ---------------------------------------------------------------- the batch
+
+    def run(self) -> dict[int, EventResult]:
+        assert transaction.get_connection().in_atomic_block, "the drain holds the batch in one transaction"
+        channel_ids = {e.channel_id for e in self.events if e.channel_id}
+        channels = {c.pk: c for c in Channel.objects.filter(pk__in=channel_ids).prefetch_related(
+            "authoritative_locations")}
+        plans, failed = plans_make(self.events, channels)
+        self.results.update(failed)
+
+        orders = {(_channel_id(plan), order_ref_of(line)) for plan in plans for line in plan.lines
+                  if line.kind == "sale" and line.error is None and order_ref_of(line)}
+        holds = order_holds_lock(orders)  # reservation rows first: the global lock order
+        self.locked = positions_lock(self._pairs(plans) | holds.pairs)
+        self._load(plans)
+        deferred = self._settle_orders(plans, holds)
+
+        for plan in plans:
+            if plan.event.pk in deferred:
+                code, detail = deferred[plan.event.pk]
+                self.results[plan.event.pk] = EventResult(InboundEvent.Status.PENDING, code, detail, transient=True)
+            else:
+                self.results[plan.event.pk] = self._apply_plan(plan)
+        if self.new_order_lines:
+            IngestedOrderLine.objects.bulk_create(self.new_order_lines.values())
+        if self.changed:
+            positions_changed(self.changed.values(), availability_rose=self.availability_rose)
+        return self.results
+
+    def _pairs(self, plans: list[Plan]) -> set[tuple[int, int]]:
+        pairs = set()
+        for plan in plans:
+            for line in plan.lines:
+                if line.sku_id and line.location_id:
+                    pairs.add((line.sku_id, line.location_id))
+                if line.sku_id and line.to_location_id:
+                    pairs.add((line.sku_id, line.to_location_id))
+                if line.order_line is not None:  # a restock goes back wherever the sale took from
+                    pairs |= {(line.order_line.sku_id, src["location"]) for src in _sources(line.order_line)}
+        return pairs
+
+    def _load(self, plans: list[Plan]) -> None:
+        """What earlier batches did, read under the locks."""
+        keys = [line.key for plan in plans for line in plan.lines]
+        self.applied_keys = set(StockMovement.objects.filter(event_key__in=keys).values_list("event_key", flat=True))
+        wanted = {(_channel_id(plan), order_ref_of(line), line_id_of(line))
+                  for plan in plans for line in plan.lines if line.kind == "sale"}
+        if wanted:  # narrow with plain IN lists (indexed), then match exact triples here
+            rows = IngestedOrderLine.objects.filter(
+                order_ref__in={w[1] for w in wanted}, line_id__in={w[2] for w in wanted},
+            ).values_list("channel_id", "order_ref", "line_id")
+            self.sold_lines = {row for row in rows if row in wanted}
+        level_pairs = {(line.sku_id, line.location_id) for plan in plans for line in plan.lines
+                       if line.kind in ("count", "delta") and line.location_id}
+        if level_pairs:
+            self.watermarks = {(w.sku_id, w.location_id): w.observed_at
+                               for w in LevelWatermark.objects.filter(_pairs_q(level_pairs))}
+        ids = [line.order_line.pk for plan in plans for line in plan.lines if line.order_line]
+        if ids:
+            self.order_lines = IngestedOrderLine.objects.in_bulk(ids)
+
+    # ---------------------------------------------------------------- orders and their holds
+
+    def _settle_orders(self, plans: list[Plan], holds: OrderHolds) -> dict[int, tuple[str, str]]:
+        """Settle each order's hold against what this batch sells for it (lines not sold before),
+        and fill `self.cover`. Returns the events to retry later because their order's settlement
+        failed (careful mode only; the fast path lets the error escape)."""
+        sold: dict[OrderKey, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        first: dict[OrderKey, tuple[Plan, Line]] = {}
+        events: dict[OrderKey, set[int]] = defaultdict(set)
+        for plan in plans:
+            for line in plan.lines:
+                ref = order_ref_of(line)
+                if line.kind != "sale" or line.error is not None or not ref:
+                    continue
+                key = (_channel_id(plan), ref)
+                events[key].add(plan.event.pk)
+                if line.key in self.applied_keys or (*key, line_id_of(line)) in self.sold_lines:
+                    continue
+                sold[key][line.sku_id] += line.quantity
+                first.setdefault(key, (plan, line))
+        consumed = self._covered_before([key for key, hold in holds.by_order.items()
+                                         if hold.reservation.status == Reservation.Status.COMMITTED])
+        deferred: dict[int, tuple[str, str]] = {}
+        now = timezone.now()
+        for key in sorted(first, key=lambda k: (k[0] or 0, k[1])):
+            plan, line = first[key]
+            undo = self.snapshot() if self.careful else None
+            try:
+                with transaction.atomic() if self.careful else contextlib.nullcontext():
+                    self._settle_one(key, holds, sold[key], consumed, plan, line, now)
+            except Exception as exc:
+                if not self.careful:
+                    raise
+                undo()
+                logger.warning("order %s: settling its reservation failed; its events retry", key[1], exc_info=True)
+                code = "database_error" if not isinstance(exc, DomainError | Transient) else exc.code
+                for pk in events[key]:
+                    deferred[pk] = (code[:64], f"Settling the order's reservation failed: {exc}")
+        return deferred
+
+    def _settle_one(self, key: OrderKey, holds: OrderHolds, sold: dict[int, int], consumed: dict, plan: Plan,
+                    line: Line, now: datetime) -> None:
+        actor = f"ingestion:{plan.event.pk}"
+        if key in holds.waiting:
+            order_waiting_release(holds.waiting[key], now=now, actor=actor)
+        hold = holds.by_order.get(key)
+        if hold is None:
+            return
+        if hold.reservation.status == Reservation.Status.ACTIVE:
+            settled = order_hold_settle(hold, sold=dict(sold), positions=self.locked,
+                                        context=self._context(plan, line), now=now, actor=actor)
+            for position in settled.positions:
+                self.changed[(position.sku_id, position.location_id)] = position
+            self.availability_rose |= settled.released
+            cover = settled.cover
+        else:  # committed earlier: what it committed, less what order lines already drew from it
+            cover = order_hold_cover(hold)
+            for sku_id, sources in cover.items():
+                _draw(sources, consumed.get((*key, sku_id), 0))
+        for sku_id, sources in cover.items():
+            self.cover[(key, sku_id)] = sources
+
+    @staticmethod
+    def _covered_before(keys: list[OrderKey]) -> dict[tuple, int]:
+        if not keys:
+            return {}
+        condition = Q(pk__in=[])
+        for channel_id, order_ref in keys:
+            condition |= Q(channel_id=channel_id, order_ref=order_ref)
+        rows = IngestedOrderLine.objects.filter(condition).values("channel_id", "order_ref", "sku_id").annotate(
+            covered=Sum("covered"))
+        return {(r["channel_id"], r["order_ref"], r["sku_id"]): r["covered"] or 0 for r in rows}
+
+    # ---------------------------------------------------------------- one event
+
+    def snapshot(self):
+        """Everything an event may change in memory; the returned function puts it back (after
+        its savepoint was rolled back, so memory matches the database again)."""
+        positions = {pair: (p.on_hand, p.reserved, p.version) for pair, p in self.locked.items()}
+        applied, sold, changed, rose = set(self.applied_keys), set(self.sold_lines), dict(self.changed), \
+            self.availability_rose
+        watermarks, cover = dict(self.watermarks), copy.deepcopy(self.cover)
+        old_lines = {pk: (ol.restocked, copy.deepcopy(ol.sources)) for pk, ol in self.order_lines.items()}
+        new_lines = {key: (ol, ol.restocked, copy.deepcopy(ol.sources)) for key, ol in self.new_order_lines.items()}
+
+        def restore() -> None:
+            for pair, (on_hand, reserved, version) in positions.items():
+                p = self.locked[pair]
+                p.on_hand, p.reserved, p.version = on_hand, reserved, version
+            self.applied_keys, self.sold_lines, self.changed = applied, sold, changed
+            self.availability_rose, self.watermarks, self.cover = rose, watermarks, cover
+            for pk, (restocked, sources) in old_lines.items():
+                self.order_lines[pk].restocked, self.order_lines[pk].sources = restocked, sources
+            self.new_order_lines = {}
+            for key, (ol, restocked, sources) in new_lines.items():
+                ol.restocked, ol.sources = restocked, sources
+                self.new_order_lines[key] = ol
+
+        return restore
+
+    def _apply_plan(self, plan: Plan) -> EventResult:
+        if not self.careful:
+            outcome = {line.key: self._apply_line(plan, line) for line in plan.lines if line.error is None}
+            return _result(plan, outcome)
+        undo = self.snapshot()
+        outcome: dict[str, str] = {}
+        try:
+            with transaction.atomic():  # savepoint: one event's lines all apply, or none do
+                for line in plan.lines:
+                    if line.error is None:
+                        outcome[line.key] = self._apply_line(plan, line)
+        except Exception as exc:  # confined to this event: retried per policy, then failed
+            undo()
+            if isinstance(exc, Transient | DomainError):
+                code = exc.code
+            else:
+                logger.warning("inbound event %s: unexpected error, will retry", plan.event.pk, exc_info=True)
+                code = "unexpected_error"
+            return EventResult(InboundEvent.Status.PENDING, code[:64], f"{type(exc).__name__}: {exc}", transient=True)
+        return _result(plan, outcome)
+
+    # ---------------------------------------------------------------- lines
+
+    def _context(self, plan: Plan, line: Line) -> MovementContext:
+        return MovementContext(
+            source=(line.event.source or plan.event.source)[:100],
+            reference=(line.event.reference or "")[:200],
+            actor=f"ingestion:{plan.event.pk}",
+            occurred_at=line.event.occurred_at or plan.event.received_at,
+            metadata={"inbound_event": plan.event.pk},
+        )
+
+    def _move(self, plan: Plan, line: Line, position: StockPosition, *, type: str, delta: int, key: str | None,
+              metadata: dict | None = None) -> None:
+        movement_apply(position, type=type, on_hand_delta=delta, context=self._context(plan, line), event_key=key,
+                       metadata=metadata)
+        self.applied_keys.add(key)
+        self.changed[(position.sku_id, position.location_id)] = position
+        self.availability_rose |= delta > 0
+
+    def _apply_line(self, plan: Plan, line: Line) -> str:
+        if line.note:
+            return f"ignored: {line.note}"
+        if line.kind == "sale":
+            return self._apply_sale(plan, line)
+        if line.key in self.applied_keys:
+            return "replayed"
+        if line.kind == "restock":
+            return self._apply_restock(plan, line)
+        position = self.locked[(line.sku_id, line.location_id)]
+        if line.kind == "count":
+            return self._apply_count(plan, line, position)
+        if line.kind == "transfer":
+            if line.quantity > position.available:
+                raise Transient("insufficient_stock",
+                                f"Only {position.available} available to transfer; will retry.")
+            destination = self.locked[(line.sku_id, line.to_location_id)]
+            self._move(plan, line, position, type=MovementType.TRANSFER_OUT, delta=-line.quantity, key=line.key)
+            self._move(plan, line, destination, type=MovementType.TRANSFER_IN, delta=line.quantity,
+                       key=line.key + TRANSFER_IN_SUFFIX)
+            return f"applied: transfer {line.quantity}"
+        # receipt, return, cancellation, adjustment (signed)
+        happened = line.event.occurred_at or plan.event.received_at
+        counted = self.watermarks.get((line.sku_id, line.location_id))
+        if counted is not None and happened < counted:
+            # The count taken after this change already includes it: applying it again would
+            # count it twice.
+            return (f"stale: happened at {happened.isoformat()}, before the count observed at "
+                    f"{counted.isoformat()} that already includes it")
+        delta = line.quantity
+        if position.on_hand + delta < 0:
+            raise Transient("insufficient_stock",
+                            f"On hand is {position.on_hand}; an adjustment of {delta} would go below zero.")
+        self._move(plan, line, position, type=line.type, delta=delta, key=line.key)
+        return f"applied: {line.type} {delta:+d}"
+
+    def _apply_sale(self, plan: Plan, line: Line) -> str:
+        """A sale is a fact: take what the order's settled hold covers, take what exists for the
+        rest, and record an oversell incident for what was not available."""
+        channel = plan.channel
+        order_ref = order_ref_of(line)
+        line_key = (_channel_id(plan), order_ref, line_id_of(line))
+        if line.key in self.applied_keys or line_key in self.sold_lines:
+            return "replayed"
+        sources = _draw(self.cover.get(((_channel_id(plan), order_ref), line.sku_id), []), line.quantity)
+        covered = sum(src["taken"] for src in sources)
+        position = self.locked[(line.sku_id, line.location_id)]
+        remainder = line.quantity - covered
+        applied = shortfall = 0
+        if remainder > 0:
+            available_before = position.available
+            applied = min(remainder, position.on_hand)
+            if applied > 0:
+                self._move(plan, line, position, type=MovementType.SALE, delta=-applied, key=line.key,
+                           metadata={"requested": remainder} if applied < remainder else None)
+                sources.append({"location": line.location_id, "taken": applied, "restocked": 0})
+            if remainder > available_before:
+                shortfall = remainder - available_before
+                OversellIncident.objects.create(
+                    channel=channel, sku_id=line.sku_id, location_id=line.location_id, order_ref=order_ref,
+                    event_key=line.key, inbound_event=plan.event, requested=remainder,
+                    available_before=available_before, applied=applied, shortfall=shortfall)
+        # Inserted in bulk at the end of the batch (restocks in this batch update it in memory).
+        self.new_order_lines[line_key] = IngestedOrderLine(
+            channel=channel, order_ref=order_ref, line_id=line_key[2], sku_id=line.sku_id,
+            location_id=sources[0]["location"] if sources else line.location_id,
+            ordered=line.quantity, taken=applied + covered, covered=covered, sources=sources)
+        self.sold_lines.add(line_key)
+        parts = [f"applied: sale -{applied}"]
+        if covered:
+            parts.append(f"reservation covered {covered}")
+        if shortfall:
+            parts.append(f"oversold by {shortfall}")
+        return ", ".join(parts)
+
+    def _apply_restock(self, plan: Plan, line: Line) -> str:
+        """Put back at most what the order line took, each unit where it was taken from."""
+        if line.order_line is not None:
+            order_line = self.order_lines[line.order_line.pk]
+        else:
+            order_line = self.new_order_lines.get((_channel_id(plan), order_ref_of(line), line_id_of(line)))
+        if order_line is None:
+            return "ignored: no recorded sale for this order line; nothing to put back"
+        quantity = min(line.quantity, order_line.taken - order_line.restocked)
+        if quantity <= 0:
+            return "ignored: already put back"
+        sources = _sources(order_line)
+        left, moved = quantity, 0
+        for src in sources:
+            put = min(src["taken"] - src["restocked"], left)
+            if put <= 0:
+                continue
+            position = self.locked[(order_line.sku_id, src["location"])]
+            self._move(plan, line, position, type=line.type, delta=put,
+                       key=line.key if moved == 0 else f"{line.key}@{src['location']}",
+                       metadata={"order": order_line.order_ref, "order_line": order_line.line_id})
+            src["restocked"] += put
+            left -= put
+            moved += 1
+        order_line.sources = sources
+        order_line.restocked += quantity
+        if order_line.pk is not None:
+            IngestedOrderLine.objects.filter(pk=order_line.pk).update(restocked=F("restocked") + quantity,
+                                                                      sources=sources)
+        return f"applied: {line.type} +{quantity}"
+
+    def _apply_count(self, plan: Plan, line: Line, position: StockPosition) -> str:
+        """An absolute level. From a channel: a level observed before our last acknowledged push is
+        stale (the push overwrote it), an echo of that push is ignored, and it is applied only
+        where the channel is authoritative (otherwise recorded as drift). Older than the newest
+        level applied to the position: stale, not applied."""
+        channel = plan.channel
+        observed = line.event.occurred_at or plan.event.received_at
+        if line.event.metadata.get("channel_level"):
+            state = ChannelSkuState.objects.filter(channel=channel, sku_id=line.sku_id).values_list(
+                "last_pushed", "last_pushed_at").first()
+            last_pushed, pushed_at = state or (None, None)
+            if last_pushed is not None and last_pushed == line.quantity:
+                return f"ignored: echo of our push ({last_pushed})"
+            if pushed_at is not None and line.event.occurred_at is not None and line.event.occurred_at < pushed_at:
+                return (f"stale: observed at {observed.isoformat()}, before our push of {last_pushed} at "
+                        f"{pushed_at.isoformat()}")
+            if line.location_id not in {loc.pk for loc in channel.authoritative_locations.all()}:
+                LevelDrift.objects.create(channel=channel, sku_id=line.sku_id, location_id=line.location_id,
+                                          reported=line.quantity, on_hand=position.on_hand,
+                                          available=position.available, reported_at=observed,
+                                          inbound_event=plan.event)
+                return f"drift: channel reports {line.quantity}, on hand {position.on_hand} (not authoritative)"
+        pair = (line.sku_id, line.location_id)
+        newest = self.watermarks.get(pair)
+        if newest is not None and observed < newest:
+            return f"stale: observed {observed.isoformat()}, newer level applied at {newest.isoformat()}"
+        self._move(plan, line, position, type=MovementType.COUNT, delta=line.quantity - position.on_hand,
+                   key=line.key, metadata={"counted": line.quantity})
+        if newest is None or observed > newest:
+            LevelWatermark.objects.update_or_create(sku_id=line.sku_id, location_id=line.location_id,
+                                                    defaults={"observed_at": observed})
+            self.watermarks[pair] = observed
+        return f"applied: count {line.quantity}"
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _result(plan: Plan, outcome: dict) -> EventResult:
+    errors = [line for line in plan.lines if line.error is not None]
+    for line in errors:
+        outcome[line.key] = f"failed: {line.error.code}: {line.error.detail}"
+    if errors:
+        first = errors[0].error
+        detail = first.detail if len(errors) == 1 else f"{first.detail} (and {len(errors) - 1} more lines)"
+        return EventResult(InboundEvent.Status.FAILED, first.code, detail, outcome=outcome)
+    if not plan.lines:
+        return EventResult(InboundEvent.Status.IGNORED, outcome={"_": "nothing to apply for this topic/status"})
+    return EventResult(InboundEvent.Status.DONE, outcome=outcome)
+
+
+def _sources(order_line: IngestedOrderLine) -> list[dict]:
+    """Where an order line's units came from (rows older than `sources` took all from `location`)."""
+    if order_line.sources:
+        return order_line.sources
+    return [{"location": order_line.location_id, "taken": order_line.taken, "restocked": order_line.restocked}]
+
+
+def _draw(cover: list[list[int]], units: int) -> list[dict]:
+    """Take up to `units` from a cover list [[location_id, units], ...] in order (mutating it);
+    returns the sources taken, as order-line sources."""
+    taken = []
+    for entry in cover:
+        take = min(entry[1], units)
+        if take > 0:
+            entry[1] -= take
+            units -= take
+            taken.append({"location": entry[0], "taken": take, "restocked": 0})
+    return taken
+
+
+def _pairs_q(pairs) -> Q:
+    condition = Q(pk__in=[])
+    for sku_id, location_id in pairs:
+        condition |= Q(sku_id=sku_id, location_id=location_id)
+    return condition

@@ -1,0 +1,282 @@
+"""Plan one claimed batch: parse every inbound event into lines and resolve what they name.
+
+Pure reads (a handful of queries for the whole batch, never one per event); nothing is locked or
+written here. Each event is planned on its own: whatever goes wrong with one (a payload an
+adapter cannot read, an id no int() accepts, a channel setting of the wrong JSON type) fails that
+event with its reason and leaves the others alone.
+
+Error classes: `Permanent` (bad payload, unknown SKU/listing/location) fails the event at once
+with its reason; `Transient` (not enough stock for a transfer or adjustment yet) and unexpected
+errors while applying retry with backoff until the attempt budget is spent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db.models import Q
+
+from channels.adapters import adapter_for
+from channels.adapters.base import CanonicalEvent, Delivery
+from channels.models import Channel, ChannelListing
+from ingestion.canonical import CanonicalError, canonical_event_parse
+from ingestion.models import InboundEvent, IngestedOrderLine
+from inventory.models import Location, MovementType, Sku
+
+logger = logging.getLogger(__name__)
+
+LISTING_ATTRIBUTE_KEYS = ("variant_id", "product_id", "variation_id", "inventory_item_id", "offer_id")
+
+
+class Permanent(Exception):  # noqa: N818 - a failure class, named for what it means
+    """The event cannot succeed as it is: fail it now, with the reason, for a person to act on."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+class Transient(Exception):  # noqa: N818
+    """Worth retrying later (with backoff) before giving up."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+@dataclass
+class Line:
+    """One resolved stock change of an event."""
+
+    key: str  # the ledger event_key (stable across redeliveries)
+    kind: str  # sale | restock | delta | count | transfer
+    type: str  # movement type written to the ledger
+    quantity: int
+    event: CanonicalEvent
+    sku_id: int | None = None
+    location_id: int | None = None
+    to_location_id: int | None = None
+    order_line: IngestedOrderLine | None = None  # restocks: the sale they undo
+    error: Permanent | None = None
+    note: str = ""  # set instead of applying (e.g. unmapped channel location)
+
+
+@dataclass
+class Plan:
+    event: InboundEvent
+    channel: Channel | None
+    lines: list[Line] = field(default_factory=list)
+
+
+@dataclass
+class EventResult:
+    status: str
+    error_code: str = ""
+    error: str = ""
+    transient: bool = False
+    outcome: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ plan
+
+
+def events_for(inbound: InboundEvent, channel: Channel | None) -> list[CanonicalEvent]:
+    """The canonical events an inbound event stands for (raises Permanent on a bad payload)."""
+    if inbound.source == InboundEvent.Source.API:
+        try:
+            event = canonical_event_parse(inbound.payload, default_source="api")
+        except CanonicalError as exc:
+            raise Permanent(exc.code, exc.detail) from None
+        event.event_id = f"api:{event.event_id}"
+        return [event]
+    if inbound.payload is None:
+        raise Permanent("invalid_json", inbound.last_error or "The body is not valid JSON.")
+    adapter = adapter_for(channel)
+    payload = inbound.payload
+    if inbound.fetched is not None and isinstance(payload, dict):
+        payload = {**payload, "_fetched": inbound.fetched}
+    delivery = Delivery(delivery_id=inbound.delivery_id, topic=inbound.topic)
+    try:
+        return adapter.parse_webhook(channel, delivery, payload)
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
+        raise Permanent("invalid_payload", f"Payload could not be read: {type(exc).__name__}: {exc}") from None
+
+
+class Resolver:
+    """Batch lookups of SKUs, listings, locations and order lines (a few queries per batch)."""
+
+    def __init__(self, plans: list[tuple[InboundEvent, Channel | None, list[CanonicalEvent]]]):
+        codes, candidates = set(), defaultdict(set)
+        order_keys = set()
+        for _inbound, channel, events in plans:
+            for ev in events:
+                if ev.sku:
+                    codes.add(ev.sku)
+                if channel is not None:
+                    candidates[channel.pk] |= set(self._candidates(channel, ev))
+                if ev.metadata.get("restock"):
+                    order_keys.add((channel.pk if channel else None, ev.metadata.get("order_id") or ev.reference,
+                                    ev.metadata.get("line_id")))
+        self.skus = dict(Sku.objects.filter(code__in=codes).values_list("code", "pk")) if codes else {}
+        self.locations = dict(Location.objects.values_list("code", "pk"))
+        self.listings: dict[tuple[int, str], int] = {}
+        self.attribute_listings: dict[tuple[int, str, str], int] = {}
+        for channel_id, ids in candidates.items():
+            ids = {i for i in ids if i}
+            if not ids:
+                continue
+            for external_id, sku_id in ChannelListing.objects.filter(
+                    channel_id=channel_id, external_id__in=ids).values_list("external_id", "sku_id"):
+                self.listings[(channel_id, external_id)] = sku_id
+            by_attribute = Q()
+            for key in LISTING_ATTRIBUTE_KEYS:
+                values = list(ids) + [int(i) for i in ids if i.isascii() and i.isdigit()]  # not '²'
+                by_attribute |= Q(**{f"attributes__{key}__in": values})
+            for sku_id, attributes in ChannelListing.objects.filter(by_attribute, channel_id=channel_id).values_list(
+                    "sku_id", "attributes"):
+                for key in LISTING_ATTRIBUTE_KEYS:
+                    if (attributes or {}).get(key) is not None:
+                        self.attribute_listings[(channel_id, key, str(attributes[key]))] = sku_id
+        self.order_lines: dict[tuple, IngestedOrderLine] = {}
+        if order_keys:
+            condition = Q()
+            for channel_id, order_ref, line_id in order_keys:
+                condition |= Q(channel_id=channel_id, order_ref=order_ref, line_id=line_id)
+            for line in IngestedOrderLine.objects.filter(condition):
+                self.order_lines[(line.channel_id, line.order_ref, line.line_id)] = line
+
+    @staticmethod
+    def _candidates(channel: Channel, ev: CanonicalEvent) -> list[str]:
+        found = [ev.external_id] if ev.external_id else []
+        found += [str(v) for v in (ev.metadata.get("ids") or {}).values()]
+        if channel.kind == Channel.Kind.WEBHOOK and ev.sku:
+            found.append(ev.sku)  # partners may send their own code, mapped through a listing
+        return found
+
+    def sku_for(self, channel: Channel | None, ev: CanonicalEvent) -> int:
+        """Listing id first (external_id, then the channel's other ids in attributes), then SKU code."""
+        if channel is not None:
+            for candidate in self._candidates(channel, ev):
+                if (channel.pk, candidate) in self.listings:
+                    return self.listings[(channel.pk, candidate)]
+            for key, value in (ev.metadata.get("ids") or {}).items():
+                for attribute in {key, *LISTING_ATTRIBUTE_KEYS}:
+                    if (channel.pk, attribute, str(value)) in self.attribute_listings:
+                        return self.attribute_listings[(channel.pk, attribute, str(value))]
+            if ev.external_id and (channel.pk, "inventory_item_id", ev.external_id) in self.attribute_listings:
+                return self.attribute_listings[(channel.pk, "inventory_item_id", ev.external_id)]
+        if ev.sku and ev.sku in self.skus:
+            return self.skus[ev.sku]
+        if channel is not None and (ev.external_id or ev.metadata.get("ids")):
+            ids = ev.external_id or ", ".join(f"{k}={v}" for k, v in ev.metadata["ids"].items())
+            raise Permanent("unknown_listing", f"No listing on channel '{channel.slug}' for {ids}"
+                            + (f" and no SKU with code '{ev.sku}'." if ev.sku else " (and no SKU code sent)."))
+        raise Permanent("unknown_sku", f"Unknown SKU '{ev.sku}'.")
+
+    def location_for(self, channel: Channel | None, ev: CanonicalEvent, code: str | None = None) -> int:
+        code = code if code is not None else ev.location
+        if code:
+            if code not in self.locations:
+                raise Permanent("unknown_location", f"Unknown location '{code}'.")
+            return self.locations[code]
+        if channel is None or channel.default_location_id is None:
+            raise Permanent("no_default_location",
+                            f"Channel '{getattr(channel, 'slug', '')}' has no default location for its sales.")
+        return channel.default_location_id
+
+    def channel_location_for(self, channel: Channel, ev: CanonicalEvent) -> int | None:
+        """Our location for a channel's own location id (Shopify `location_id`): settings.location_id
+        names the one mapped to default_location; settings.locations maps others to our codes."""
+        theirs = ev.metadata.get("channel_location_id") or ""
+        settings = channel.settings if isinstance(channel.settings, dict) else {}
+        if theirs and str(settings.get("location_id", "")) == theirs:
+            return channel.default_location_id
+        locations = settings.get("locations")
+        mapped = locations.get(theirs) if isinstance(locations, dict) else None
+        if mapped and mapped in self.locations:
+            return self.locations[mapped]
+        if not theirs and not settings.get("location_id"):
+            return channel.default_location_id
+        return None
+
+    def order_line_for(self, channel: Channel | None, ev: CanonicalEvent) -> IngestedOrderLine | None:
+        return self.order_lines.get((channel.pk if channel else None, ev.metadata.get("order_id") or ev.reference,
+                                     ev.metadata.get("line_id")))
+
+
+def lines_for(channel: Channel | None, events: list[CanonicalEvent], resolver: Resolver) -> list[Line]:
+    lines = []
+    for ev in events:
+        try:
+            lines.append(_line_for(channel, ev, resolver))
+        except Permanent as exc:
+            lines.append(Line(key=ev.event_id, kind="error", type=ev.type, quantity=ev.quantity, event=ev,
+                              error=exc))
+    return lines
+
+
+def plans_make(events: list[InboundEvent], channels: dict[int, Channel]) -> tuple[list[Plan], dict[int, EventResult]]:
+    """Plan every event of a batch; an event that cannot be planned gets its failed result instead.
+
+    Parsing is a pure function of the stored payload, so an error there (expected or not) would
+    repeat on every attempt: the event fails at once with the reason, for a person to act on
+    (and reprocess once the adapter or data is fixed)."""
+    failed: dict[int, EventResult] = {}
+    parsed = []
+    for inbound in events:
+        channel = channels.get(inbound.channel_id)
+        try:
+            parsed.append((inbound, channel, events_for(inbound, channel)))
+        except Permanent as exc:
+            failed[inbound.pk] = EventResult(InboundEvent.Status.FAILED, exc.code, exc.detail)
+        except Exception as exc:  # an adapter bug or a payload nobody foresaw: this event only
+            logger.warning("inbound event %s could not be parsed", inbound.pk, exc_info=True)
+            failed[inbound.pk] = _unexpected(exc)
+    resolver = Resolver(parsed)
+    plans = []
+    for inbound, channel, canonical in parsed:
+        try:
+            plans.append(Plan(inbound, channel, lines_for(channel, canonical, resolver)))
+        except Exception as exc:
+            logger.warning("inbound event %s could not be planned", inbound.pk, exc_info=True)
+            failed[inbound.pk] = _unexpected(exc)
+    return plans, failed
+
+
+def _unexpected(exc: Exception) -> EventResult:
+    return EventResult(InboundEvent.Status.FAILED, "invalid_payload",
+                       f"Payload could not be read: {type(exc).__name__}: {exc}")
+
+
+def _line_for(channel: Channel | None, ev: CanonicalEvent, resolver: Resolver) -> Line:
+    if ev.metadata.get("restock"):
+        # Without a recorded sale yet, a sale earlier in this same batch may still record one.
+        order_line = resolver.order_line_for(channel, ev)
+        return Line(key=ev.event_id, kind="restock", type=ev.type, quantity=ev.quantity, event=ev,
+                    sku_id=order_line.sku_id if order_line else None,
+                    location_id=order_line.location_id if order_line else None, order_line=order_line)
+    sku_id = resolver.sku_for(channel, ev)
+    if ev.type == "sale":
+        return Line(key=ev.event_id, kind="sale", type=MovementType.SALE, quantity=ev.quantity, event=ev,
+                    sku_id=sku_id, location_id=resolver.location_for(channel, ev))
+    if ev.type == "count":
+        if ev.metadata.get("channel_level"):
+            location_id = resolver.channel_location_for(channel, ev)
+            if location_id is None:
+                return Line(key=ev.event_id, kind="count", type="count", quantity=ev.quantity, event=ev,
+                            sku_id=sku_id, note=f"channel location {ev.metadata.get('channel_location_id')} "
+                                                "is not mapped to one of ours; ignored")
+        else:
+            location_id = resolver.location_for(channel, ev)
+        return Line(key=ev.event_id, kind="count", type=MovementType.COUNT, quantity=ev.quantity, event=ev,
+                    sku_id=sku_id, location_id=location_id)
+    if ev.type == "transfer":
+        return Line(key=ev.event_id, kind="transfer", type="transfer", quantity=ev.quantity, event=ev,
+                    sku_id=sku_id, location_id=resolver.location_for(channel, ev),
+                    to_location_id=resolver.location_for(channel, ev, ev.to_location))
+    return Line(key=ev.event_id, kind="delta", type=ev.type, quantity=ev.quantity, event=ev, sku_id=sku_id,
+                location_id=resolver.location_for(channel, ev))
+
+
