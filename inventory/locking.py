@@ -50,6 +50,11 @@ def positions_lock_for_skus(sku_ids: Iterable[int], location_ids: Iterable[int] 
     return list(qs.order_by("pk"))
 
 
+def positions_lock_for_location(location_id: int) -> list[StockPosition]:
+    """Lock every position at one location, by pk (a location switched on or off)."""
+    return list(StockPosition.objects.select_for_update(of=("self",)).filter(location_id=location_id).order_by("pk"))
+
+
 def positions_lock_nowait(pks: Iterable[int]) -> list[StockPosition]:
     """Lock the given positions *without waiting*: rows another transaction holds are skipped
     (SKIP LOCKED), so the caller sees which it got. For work that runs inside a transaction

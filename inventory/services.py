@@ -25,7 +25,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.errors import Conflict, InsufficientStock, NotFound, ValidationFailed, VersionConflict
-from inventory.locking import positions_lock
+from inventory.locking import positions_lock, positions_lock_for_location
 from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,9 @@ def movement_apply(
         conditions["on_hand__gte"] = -on_hand_delta
     if reserved_delta < 0:
         conditions["reserved__gte"] = -reserved_delta
+    if reserved_delta > 0:
+        # A hold may only take units that are available after the change: on_hand' >= reserved'.
+        conditions["on_hand__gte"] = F("reserved") + (reserved_delta - on_hand_delta)
     updated = StockPosition.objects.filter(pk=position.pk, **conditions).update(
         on_hand=F("on_hand") + on_hand_delta,
         reserved=F("reserved") + reserved_delta,
@@ -373,7 +376,8 @@ def location_update(*, location: Location, **fields) -> Location:
             setattr(location, name, value)
         location.save(update_fields=list(fields) or None)
         if "active" in fields and location.active != was_active:
-            positions_changed(StockPosition.objects.filter(location=location), availability_rose=location.active)
+            # Locked (pk order) and read under the lock: the waitlist decides on these numbers.
+            positions_changed(positions_lock_for_location(location.pk), availability_rose=location.active)
     return location
 
 

@@ -73,6 +73,12 @@ def max_lines() -> int:
     return _setting("RESERVATION_MAX_LINES", 100)
 
 
+def waitlist_max_seconds() -> int:
+    """How long a waiting reservation waits for stock before it expires (a backorder nobody
+    filled in a week is not one the buyer still expects)."""
+    return _setting("RESERVATION_WAITLIST_MAX_SECONDS", 7 * 86400)
+
+
 # ------------------------------------------------------------------------------ input
 
 
@@ -433,7 +439,30 @@ def reservations_expire(*, now: datetime | None = None, batch_size: int | None =
         total += done
         if done < batch_size:
             break
+    for _ in range(max_batches):
+        done = _expire_waiting_batch(now or timezone.now(), batch_size)
+        total += done
+        if done < batch_size:
+            break
     return total
+
+
+@transaction.atomic(durable=True)
+def _expire_waiting_batch(now: datetime, batch_size: int) -> int:
+    """Waiting reservations that waited `waitlist_max_seconds()` since they were made leave the
+    queue as expired. They hold no stock, so no position is locked and no ledger row is written.
+    (`expires_at` stays null while waiting, as the API has always shown it.)"""
+    due = list(
+        Reservation.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(status=Status.WAITING, created_at__lte=now - timedelta(seconds=waitlist_max_seconds()))
+        .order_by("created_at")[:batch_size]
+    )
+    if not due:
+        return 0
+    WaitlistEntry.objects.filter(reservation__in=due).delete()
+    Reservation.objects.filter(pk__in=[r.pk for r in due]).update(
+        status=Status.EXPIRED, closed_at=now, closed_by="expiry: waited too long", updated_at=timezone.now())
+    return len(due)
 
 
 @transaction.atomic(durable=True)

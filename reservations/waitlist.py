@@ -116,7 +116,10 @@ class _Positions:
         if need:
             for fresh in positions_lock_nowait(need):
                 self.confirmed.add(fresh.pk)
-                if fresh.pk not in self.held:
+                if fresh.pk in self.held:  # decide on the numbers read under the lock, never older ones
+                    held = self.held[fresh.pk]
+                    held.on_hand, held.reserved, held.version = fresh.on_hand, fresh.reserved, fresh.version
+                else:
                     self.held[fresh.pk] = fresh
             if any(pk not in self.confirmed for pk in need):
                 return None
