@@ -51,6 +51,7 @@ from channels.models import (
 )
 from channels.ratelimit import push_lock, ratelimit_acquire, ratelimit_block, wake_claim
 from core.errors import Conflict, ValidationFailed
+from inventory.hooks import StockChange
 from inventory.models import Location, Sku, StockPosition
 
 logger = logging.getLogger(__name__)
@@ -185,9 +186,11 @@ def channels_wake_on_commit(channel_ids: Iterable[int]) -> None:
         enqueue_on_commit(_CHANNEL_WAKE, channel_ids)
 
 
-def stock_positions_changed(positions: list[StockPosition]) -> None:
-    """Hook called by inventory.services.positions_changed inside the stock transaction: mark the
-    affected pairs dirty (one statement) and wake their channels' push tasks on commit."""
+def outbox_on_stock_change(change: StockChange) -> None:
+    """Stock-change reaction (settings.STOCK_CHANGE_REACTIONS, last): mark the affected pairs
+    dirty in the stock transaction (one ordered statement) and wake their channels' push tasks
+    on commit."""
+    positions = change.positions
     if not positions:
         return
     channel_ids = pairs_mark_dirty(sku_ids={p.sku_id for p in positions},

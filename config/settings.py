@@ -159,6 +159,14 @@ RESERVATION_WAITLIST_MAX_SECONDS = env.int("RESERVATION_WAITLIST_MAX_SECONDS", d
 RESERVATION_EXPIRY_INTERVAL_SECONDS = env.int("RESERVATION_EXPIRY_INTERVAL_SECONDS", default=30)
 RESERVATION_EXPIRY_BATCH_SIZE = env.int("RESERVATION_EXPIRY_BATCH_SIZE", default=200)
 
+# What reacts to a stock change, inside its transaction, in this order (inventory.hooks):
+# waiting reservations take freed units first, then the channel outbox marks every position the
+# transaction changed (the waitlist's included) in one statement.
+STOCK_CHANGE_REACTIONS = [
+    "reservations.waitlist.waitlist_on_stock_change",
+    "channels.propagation.outbox_on_stock_change",
+]
+
 # --- Celery (at-least-once; see config/celery.py for the periodic schedule)
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -15,7 +15,6 @@ own transactions; views, admin, tasks and commands call the top-level services.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -25,6 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.errors import Conflict, InsufficientStock, NotFound, ValidationFailed, VersionConflict
+from inventory.hooks import positions_changed  # noqa: F401 - the services' one exit, re-exported
 from inventory.locking import positions_lock, positions_lock_for_location
 from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
 
@@ -137,24 +137,6 @@ def movement_apply(
         metadata={**context.metadata, **(metadata or {})},
         reservation_id=context.reservation_id,
     )
-
-
-def positions_changed(positions: Iterable[StockPosition], *, availability_rose: bool) -> None:
-    """Called inside the transaction after every stock change, by every service that changes
-    stock. Capabilities that react to stock changes are called from here explicitly, so the
-    order of effects is visible in one place (no signals)."""
-    positions = list(positions)
-    if not positions:
-        return
-    if availability_rose:  # waiting reservations take freed units first, in this transaction
-        from reservations.services import reservations_waitlist_activate_for
-
-        reservations_waitlist_activate_for(positions)
-    # Channels: mark affected (channel, SKU) pairs dirty in this transaction (the outbox) and
-    # wake their push tasks on commit.
-    from channels.propagation import stock_positions_changed
-
-    stock_positions_changed(positions)
 
 
 # ------------------------------------------------------------------------------ validation

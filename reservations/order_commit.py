@@ -19,13 +19,14 @@ position of its transaction in one `positions_lock` call that includes `OrderHol
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db.models import Q
 
 from inventory.models import MovementType, StockPosition
 from inventory.services import MovementContext, movement_apply
+from reservations.holds import reservation_context
 from reservations.models import Reservation, ReservationLine, WaitlistEntry
 
 Status = Reservation.Status
@@ -106,7 +107,7 @@ def order_hold_settle(hold: OrderHold, *, sold: dict[int, int], positions: dict[
     count or adjustment removed held units) commits only what is on hand; the caller then sells
     the rest from free stock and records any shortfall as an oversell."""
     reservation = hold.reservation
-    ctx = replace(context, reservation_id=reservation.pk, reference=context.reference or reservation.order_ref)
+    ctx = reservation_context(reservation, context)
     wanted = dict(sold)
     result = Settlement()
     for line in hold.lines:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -40,6 +39,7 @@ from reservations.allocation import (
     lines_merge,
     location_ids_for,
 )
+from reservations.holds import holds_apply, reservation_context
 from reservations.models import Reservation, ReservationLine, WaitlistEntry
 from reservations.waitlist import (  # noqa: F401 - re-exported: inventory and tasks call these
     reservations_waitlist_activate,
@@ -165,30 +165,6 @@ def _refusal(plan: Allocation, skus: dict[int, Sku]) -> InsufficientStock:
 # ------------------------------------------------------------------------------ shared steps
 
 
-def _context_for(reservation: Reservation, context: MovementContext | None) -> MovementContext:
-    context = context or MovementContext()
-    return replace(context, reservation_id=reservation.pk, reference=context.reference or reservation.order_ref)
-
-
-def holds_apply(reservation: Reservation, plan: Allocation, *, context: MovementContext,
-                order: list[int] | None = None) -> tuple[list[StockPosition], list[ReservationLine]]:
-    """Raise `reserved` for every planned hold of a locked plan and write the lines + ledger rows.
-
-    `order` (SKU ids) only orders the lines as the client listed them; positions are already locked.
-    Returns the positions changed and the lines written.
-    """
-    rank = {sku_id: i for i, sku_id in enumerate(order or [])}
-    ctx = _context_for(reservation, context)
-    touched, lines = [], []
-    for position, quantity in sorted(plan.holds.values(), key=lambda h: (rank.get(h[0].sku_id, 0), h[0].pk)):
-        movement_apply(position, type=MovementType.RESERVE, reserved_delta=quantity, context=ctx)
-        lines.append(ReservationLine(reservation=reservation, sku_id=position.sku_id,
-                                     location_id=position.location_id, quantity=quantity))
-        touched.append(position)
-    ReservationLine.objects.bulk_create(lines)
-    return touched, lines
-
-
 def _lines_positions(reservation: Reservation) -> list[tuple[ReservationLine, StockPosition]]:
     """The reservation's lines with their positions, locked in primary-key order."""
     lines = list(reservation.lines.all())
@@ -199,7 +175,7 @@ def _lines_positions(reservation: Reservation) -> list[tuple[ReservationLine, St
 def _stock_release(reservation: Reservation, *, status: str, context: MovementContext | None,
                    closed_by: str, now: datetime) -> None:
     """Active -> released/expired on a locked reservation: reserved drops by every line."""
-    ctx = _context_for(reservation, context)
+    ctx = reservation_context(reservation, context)
     pairs = _lines_positions(reservation)
     for line, position in pairs:
         movement_apply(position, type=MovementType.RESERVATION_RELEASE, reserved_delta=-line.quantity,
@@ -221,7 +197,7 @@ def _stock_commit(reservation: Reservation, *, context: MovementContext | None, 
             lines=[{"sku": p.sku.code, "location": p.location.code, "requested": line.quantity,
                     "available": p.on_hand} for line, p in missing],
         )
-    ctx = _context_for(reservation, context)
+    ctx = reservation_context(reservation, context)
     for line, position in pairs:
         movement_apply(position, type=MovementType.RESERVATION_COMMIT, on_hand_delta=-line.quantity,
                        reserved_delta=-line.quantity, context=ctx)
@@ -480,7 +456,7 @@ def _expire_batch(now: datetime, batch_size: int) -> int:
     for line in lines:
         by_reservation.setdefault(line.reservation_id, []).append(line)
     for reservation in due:
-        ctx = _context_for(reservation, MovementContext(source="expiry", actor="system"))
+        ctx = reservation_context(reservation, MovementContext(source="expiry", actor="system"))
         for line in by_reservation.get(reservation.pk, []):
             movement_apply(locked[(line.sku_id, line.location_id)], type=MovementType.RESERVATION_RELEASE,
                            reserved_delta=-line.quantity, context=ctx, metadata={"reason": "expired"})

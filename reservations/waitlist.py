@@ -6,8 +6,8 @@ of a large early one. It does not block SKUs it is not short of: units nobody ah
 not left idle. Activation is all-or-nothing and never holds more than is available, because it
 allocates over locked positions with the same rules as creation (reservations.allocation).
 
-When: `positions_changed(availability_rose=True)` calls `reservations_waitlist_activate_for`
-inside the transaction that raised availability (receipt, return, count, release, expiry...).
+When: the stock-change hook (inventory.hooks, `waitlist_on_stock_change`) runs it inside the
+transaction that raised availability (receipt, return, count, release, expiry...).
 That transaction already holds some position locks, so taking more locks *in order* is no
 longer possible: everything else (waiting reservations, positions at other locations or of
 other SKUs) is taken with SKIP LOCKED, never waiting. What could not be locked is handed to a
@@ -31,6 +31,7 @@ from core.oncommit import enqueue_on_commit
 from inventory.locking import positions_lock_for_skus, positions_lock_nowait
 from inventory.models import StockPosition
 from reservations.allocation import LineRequest, allocate, eligible_locations, location_ids_for
+from reservations.holds import holds_apply
 from reservations.models import Reservation, ReservationLine, WaitlistEntry
 
 logger = logging.getLogger(__name__)
@@ -39,17 +40,34 @@ BATCH = 50  # waiting reservations examined per query
 MAX_DEFERRALS = 5  # task retries on lock contention before leaving it to the periodic sweep
 
 
-def reservations_waitlist_activate_for(positions: Iterable[StockPosition], *, now: datetime | None = None) -> int:
-    """Activate waiting reservations for the SKUs of `positions`, whose availability just rose.
+def waitlist_on_stock_change(change) -> list[StockPosition]:
+    """Stock-change reaction (settings.STOCK_CHANGE_REACTIONS, first): when availability rose,
+    activate waiting reservations in this transaction. Returns the positions it changed, so the
+    reactions after it (the channel outbox) see them too."""
+    if not change.availability_rose:
+        return []
+    _activated, touched = _activate_for(change.positions)
+    return touched
 
-    Runs inside the caller's transaction, which holds the locks on `positions`. One indexed
-    query when nobody waits. Inside a savepoint: a failure here is logged and retried by a task,
-    it never undoes the stock change that triggered it. Returns how many were activated.
-    """
+
+def reservations_waitlist_activate_for(positions: Iterable[StockPosition], *, now: datetime | None = None) -> int:
+    """Activate waiting reservations for the SKUs of `positions`, whose availability just rose,
+    inside the caller's transaction (which holds the locks on `positions`), and announce what it
+    changed. Returns how many were activated."""
+    from inventory.hooks import positions_changed
+
+    activated, touched = _activate_for(positions, now=now)
+    positions_changed(touched, availability_rose=False)
+    return activated
+
+
+def _activate_for(positions: Iterable[StockPosition], *, now: datetime | None = None) -> tuple[int, list]:
+    """One indexed query when nobody waits. Inside a savepoint: a failure here is logged and
+    retried by a task, it never undoes the stock change that triggered it."""
     positions = list(positions)
     sku_ids = {p.sku_id for p in positions}
     if not sku_ids or not WaitlistEntry.objects.filter(sku_id__in=sku_ids).exists():
-        return 0
+        return 0, []
     try:
         with transaction.atomic():
             return _activate(sku_ids, {p.pk: p for p in positions}, now=now or timezone.now(), attempt=0)
@@ -58,18 +76,22 @@ def reservations_waitlist_activate_for(positions: Iterable[StockPosition], *, no
         for p in positions:  # our changes to them were rolled back with the savepoint
             p.refresh_from_db(fields=["on_hand", "reserved", "version"])
         _defer(sku_ids, attempt=0)
-        return 0
+        return 0, []
 
 
 def reservations_waitlist_activate(*, sku_ids: Iterable[int], attempt: int = 0) -> int:
     """Top-level activation (task and sweep): no locks held on entry, so the positions of the
     SKUs involved in the first waiting reservations are locked up front, in primary-key order."""
+    from inventory.hooks import positions_changed
+
     sku_ids = set(sku_ids)
     with transaction.atomic(durable=True):
         head = WaitlistEntry.objects.filter(sku_id__in=sku_ids).order_by("id").values("reservation_id")[:BATCH]
         involved = sku_ids | set(WaitlistEntry.objects.filter(reservation_id__in=head).values_list("sku_id", flat=True))
         held = {p.pk: p for p in positions_lock_for_skus(involved)}
-        return _activate(sku_ids, held, now=timezone.now(), attempt=attempt)
+        activated, touched = _activate(sku_ids, held, now=timezone.now(), attempt=attempt)
+        positions_changed(touched, availability_rose=False)
+        return activated
 
 
 def reservations_waitlist_sweep(*, limit: int = 200) -> int:
@@ -127,9 +149,11 @@ class _Positions:
         return {(p.sku_id, p.location_id): p for p in found}
 
 
-def _activate(sku_ids: set[int], held: dict[int, StockPosition], *, now: datetime, attempt: int) -> int:
-    from inventory.services import MovementContext, positions_changed
-    from reservations.services import holds_apply
+def _activate(sku_ids: set[int], held: dict[int, StockPosition], *, now: datetime,
+              attempt: int) -> tuple[int, list[StockPosition]]:
+    """Activate what can be, in queue order. Returns (how many, positions changed); the caller
+    announces the changed positions (once per transaction)."""
+    from inventory.services import MovementContext
 
     positions = _Positions(held)
     blocked: set[int] = set()  # SKUs on which someone earlier in the queue is short (or unlockable)
@@ -188,8 +212,6 @@ def _activate(sku_ids: set[int], held: dict[int, StockPosition], *, now: datetim
             activated += 1
             logger.info("waitlist: reservation %s activated", reservation.pk)
 
-    if touched:
-        positions_changed(list(touched.values()), availability_rose=False)
     if contended:
         _defer(sku_ids, attempt=attempt)
-    return activated
+    return activated, list(touched.values())
