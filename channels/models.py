@@ -62,6 +62,9 @@ class Channel(models.Model):
     consecutive_failures = models.PositiveIntegerField(default=0)
     circuit_state = models.CharField(max_length=16, choices=Circuit.choices, default=Circuit.CLOSED)
     circuit_opened_at = models.DateTimeField(null=True, blank=True)
+    # Fencing token of the newest push-lock holder (propagation): a holder whose token is no
+    # longer the newest may not record its result, however late it wakes up.
+    push_fence = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["slug"]

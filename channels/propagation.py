@@ -273,7 +273,7 @@ def channel_push(*, channel_id: int, budget: float = DRAIN_BUDGET) -> PushReport
             report.busy = True
             return report
         try:
-            _drain(channel_id, lock, report, deadline)
+            _drain(channel_id, lock, report, deadline, fence=_fence_issue(channel_id))
         except _Stop:
             pass
         finally:
@@ -297,7 +297,48 @@ def _next_due_in(channel_id: int) -> float | None:
     return max((nxt - timezone.now()).total_seconds(), 0.0)
 
 
-def _drain(channel_id: int, lock, report: PushReport, deadline: float) -> None:
+def _fence_issue(channel_id: int) -> int:
+    """A fencing token for the push lock just acquired: strictly increasing per channel, issued by
+    the database that will check it. The Redis lock can expire under a stalled holder; the token
+    makes sure only the newest holder records results (see `_record`)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {Channel._meta.db_table} SET push_fence = push_fence + 1 "  # noqa: S608
+                       "WHERE id = %s RETURNING push_fence", [channel_id])
+        row = cursor.fetchone()
+    return row[0] if row else 0
+
+
+def _fence_holds(channel_id: int, fence: int) -> bool:
+    """Inside the recording transaction: lock the channel row and check our token is the newest."""
+    return Channel.objects.select_for_update(of=("self",)).filter(pk=channel_id, push_fence=fence).exists()
+
+
+def _fenced_out(channel: Channel, batch: list[_Claimed], result: _Result) -> None:
+    """A newer holder took the channel while our request was in flight: what we delivered may be
+    older than what it delivered. Record nothing as pushed; re-mark the pairs (forced) so the
+    current quantity is sent again after ours."""
+    PushAttempt.objects.create(
+        channel=channel, purpose=PushAttempt.Purpose.PUSH, started_at=result.started_at,
+        latency_ms=round(result.latency_ms, 2), http_status=result.http_status, outcome=PushAttempt.Outcome.FAILED,
+        sku_count=len(batch), error="fenced: a newer push took over this channel; re-queued",
+        items=[{"sku": c.sku_code, "quantity": c.quantity, "ok": result.outcomes[c.sku_code].ok} for c in batch])
+    marked = pairs_mark_dirty(sku_ids=[c.sku_id for c in batch], channel_ids=[channel.pk], force=True)
+    channels_wake_on_commit(marked)
+    logger.warning("push to channel %s fenced out (lock lost mid-request); %s pair(s) re-queued",
+                   channel.slug, len(batch))
+
+
+def _lock_pairs(pair_ids: list[int]) -> None:
+    """Lock outbox rows in (channel, sku) order, the order stock transactions mark them in, before
+    a push-side statement changes several (one unordered DELETE could deadlock with a marker)."""
+    if not pair_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {DirtyPair._meta.db_table} WHERE id = ANY(%s) "  # noqa: S608
+                       "ORDER BY channel_id, sku_id FOR UPDATE", [sorted(pair_ids)])
+
+
+def _drain(channel_id: int, lock, report: PushReport, deadline: float, *, fence: int) -> None:
     while True:
         channel = Channel.objects.filter(pk=channel_id).first()
         if channel is None or not channel.active or not channel.push_enabled:
@@ -326,8 +367,13 @@ def _drain(channel_id: int, lock, report: PushReport, deadline: float) -> None:
             except Exception:
                 logger.warning("lost the push lock for channel %s; stopping this drain", channel_id)
                 raise _Stop from None
+            # Computed again now, after any rate-limit wait: the newest committed stock is sent.
+            fresh = channel_quantities(channel=channel, sku_ids=[c.sku_id for c in batch])
+            for c in batch:
+                c.quantity = fresh.get(c.sku_id, c.quantity)
             result = _send(channel, batch, listings)
-            _record(channel, batch, result, report, probe=probe)
+            if not _record(channel, batch, result, report, probe=probe, fence=fence):
+                raise _Stop
             if result.rate_limited:
                 report.wake_in = result.retry_after
                 raise _Stop
@@ -413,7 +459,9 @@ def _settle_without_sending(pairs: list[_Claimed]) -> int:
     condition = Q()
     for c in pairs:
         condition |= Q(id=c.pair_id, generation=c.generation)
-    deleted, _ = DirtyPair.objects.filter(condition).delete()
+    with transaction.atomic():
+        _lock_pairs([c.pair_id for c in pairs])
+        deleted, _ = DirtyPair.objects.filter(condition).delete()
     return deleted
 
 
@@ -496,9 +544,11 @@ def _send(channel: Channel, batch: list[_Claimed], listings: dict) -> _Result:
     )
 
 
-def _record(channel: Channel, batch: list[_Claimed], result: _Result, report: PushReport, *, probe: bool) -> None:
+def _record(channel: Channel, batch: list[_Claimed], result: _Result, report: PushReport, *, probe: bool,
+            fence: int) -> bool:
     """Write the outcome of one request: audit row, last-pushed state, outbox rows, retries,
-    dead letters and channel health, in one transaction."""
+    dead letters and channel health, in one transaction. Returns False when fenced out (a newer
+    push-lock holder exists): then nothing is recorded as pushed and the drain must stop."""
     now = timezone.now()
     ok = [c for c in batch if result.outcomes[c.sku_code].ok]
     failed = [c for c in batch if not result.outcomes[c.sku_code].ok]
@@ -513,9 +563,16 @@ def _record(channel: Channel, batch: list[_Claimed], result: _Result, report: Pu
     report.requests += 1
     report.pushed += len(ok)
     if not failed:
-        _record_success(channel, batch, result, now, probe=probe)
-        return
+        if _record_success(channel, batch, result, now, probe=probe, fence=fence):
+            return True
+        with transaction.atomic():
+            _fenced_out(channel, batch, result)
+        return False
     with transaction.atomic():
+        if not _fence_holds(channel.pk, fence):
+            _fenced_out(channel, batch, result)
+            return False
+        _lock_pairs([c.pair_id for c in batch])
         PushAttempt.objects.create(
             channel=channel, purpose=PushAttempt.Purpose.PROBE if probe else PushAttempt.Purpose.PUSH,
             started_at=result.started_at, latency_ms=round(result.latency_ms, 2), http_status=result.http_status,
@@ -543,10 +600,16 @@ def _record(channel: Channel, batch: list[_Claimed], result: _Result, report: Pu
                 report.dead_lettered += _charge_attempts(channel, failed, result, now)
             report.failed += len(failed)
         _health(channel, result, now, probe=probe)
+    return True
 
 
 _SUCCESS_SQL = """
-    WITH attempt AS (
+    WITH fence AS (
+        SELECT id FROM {channel} WHERE id = %(channel)s AND push_fence = %(fence)s FOR UPDATE
+    ), locked AS (
+        SELECT d.id FROM {pair} d WHERE d.id = ANY(%(pairs)s::bigint[]) AND EXISTS (SELECT 1 FROM fence)
+        ORDER BY d.channel_id, d.sku_id FOR UPDATE
+    ), attempt AS (
         INSERT INTO {attempt} (channel_id, purpose, started_at, latency_ms, http_status, outcome, items, sku_count,
                                error)
         VALUES (%(channel)s, %(purpose)s, %(started)s, %(latency)s, %(status)s, 'success', %(items)s::jsonb,
@@ -556,33 +619,38 @@ _SUCCESS_SQL = """
         INSERT INTO {state} (channel_id, sku_id, last_pushed, last_pushed_at)
         SELECT %(channel)s, u.sku_id, u.qty, %(now)s
         FROM unnest(%(skus)s::bigint[], %(qtys)s::bigint[]) AS u(sku_id, qty)
+        WHERE EXISTS (SELECT 1 FROM fence)
         ON CONFLICT (channel_id, sku_id) DO UPDATE
             SET last_pushed = EXCLUDED.last_pushed, last_pushed_at = EXCLUDED.last_pushed_at
         RETURNING 1
     ), settled AS (
         DELETE FROM {pair} d USING unnest(%(pairs)s::bigint[], %(gens)s::bigint[]) AS g(id, gen)
-        WHERE d.id = g.id AND d.generation = g.gen
+        WHERE d.id = g.id AND d.generation = g.gen AND d.id IN (SELECT id FROM locked)
         RETURNING d.id
     ), remarked AS (
         UPDATE {pair} d SET attempts = 0, force = false, first_error = '', last_error = '', first_failed_at = NULL
-        WHERE d.id = ANY(%(pairs)s::bigint[]) AND d.id NOT IN (SELECT id FROM settled)
+        WHERE d.id IN (SELECT id FROM locked) AND d.id NOT IN (SELECT id FROM settled)
         RETURNING d.id
     ), superseded AS (
         UPDATE {dead} SET status = 'superseded', resolved_at = %(now)s, resolved_by = 'propagation',
                           resolution_note = 'a later push of this SKU succeeded'
         WHERE channel_id = %(channel)s AND sku_id = ANY(%(skus)s::bigint[]) AND status = 'open'
+          AND EXISTS (SELECT 1 FROM fence)
         RETURNING id
     )
     UPDATE {channel} SET last_success_at = %(now)s, consecutive_failures = 0, circuit_state = 'closed',
                          circuit_opened_at = NULL, last_error = ''
-    WHERE id = %(channel)s
+    WHERE id IN (SELECT id FROM fence)
+    RETURNING id
 """
 
 
-def _record_success(channel: Channel, batch: list[_Claimed], result: _Result, now, *, probe: bool) -> None:
+def _record_success(channel: Channel, batch: list[_Claimed], result: _Result, now, *, probe: bool,
+                    fence: int) -> bool:
     """The common case, every item acknowledged, in one atomic statement (the hot path of a
-    fan-out: audit row, last-pushed state, compare-and-delete of the outbox rows, superseded dead
-    letters, channel health). Same effects as the general path in `_record`."""
+    fan-out: fence check, audit row, last-pushed state, compare-and-delete of the outbox rows in
+    (channel, sku) lock order, superseded dead letters, channel health). Same effects as the
+    general path in `_record`. Returns False, having recorded only the audit row, when fenced out."""
     sql = _SUCCESS_SQL.format(attempt=PushAttempt._meta.db_table, state=ChannelSkuState._meta.db_table,
                               pair=DirtyPair._meta.db_table, dead=DeadLetter._meta.db_table,
                               channel=Channel._meta.db_table)
@@ -591,10 +659,11 @@ def _record_success(channel: Channel, batch: list[_Claimed], result: _Result, no
         "started": result.started_at, "latency": round(result.latency_ms, 2), "status": result.http_status,
         "items": json.dumps([{"sku": c.sku_code, "quantity": c.quantity, "ok": True} for c in batch]),
         "count": len(batch), "now": now, "skus": [c.sku_id for c in batch], "qtys": [c.quantity for c in batch],
-        "pairs": [c.pair_id for c in batch], "gens": [c.generation for c in batch],
+        "pairs": [c.pair_id for c in batch], "gens": [c.generation for c in batch], "fence": fence,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        return cursor.fetchone() is not None
 
 
 def _acknowledged(channel: Channel, ok: list[_Claimed], now) -> None:
@@ -717,6 +786,7 @@ def dead_letter_retry(*, dead_letter: DeadLetter, actor: str = "") -> RetryResul
         with transaction.atomic():
             _requeue(dead_letter, actor)
         return RetryResult(ok=False, quantity=None, queued=True, error="channel busy; queued for the next push")
+    fence = _fence_issue(channel.pk)
     try:
         listing = ChannelListing.objects.filter(channel=channel, sku_id=dead_letter.sku_id).values(
             "sku_id", "external_id", "attributes").first()
@@ -730,6 +800,9 @@ def dead_letter_retry(*, dead_letter: DeadLetter, actor: str = "") -> RetryResul
         outcome = result.outcomes[claimed.sku_code]
         now = timezone.now()
         with transaction.atomic():
+            if not _fence_holds(channel.pk, fence):  # a regular push took over meanwhile: it sends now
+                _requeue(dead_letter, actor)
+                return RetryResult(ok=False, quantity=None, queued=True, error="channel busy; queued for the next push")
             PushAttempt.objects.create(
                 channel=channel, purpose=PushAttempt.Purpose.RETRY, started_at=result.started_at,
                 latency_ms=round(result.latency_ms, 2), http_status=result.http_status,
