@@ -26,9 +26,9 @@ def _check_redis() -> str:
 
 
 def _check_broker() -> str:
-    from config.celery import app
+    from celery import current_app  # the project's app (config/__init__.py loads it at start-up)
 
-    with app.connection_for_write() as conn:
+    with current_app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
     return "ok"
 
