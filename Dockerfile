@@ -1,4 +1,6 @@
 # One image for web, worker and beat (docker-compose.yml picks the command).
+# Only the production packages are copied: devtools/ (./dev, embedded servers, the channel
+# simulator) and tests/ stay out of the image (.dockerignore keeps them out of the context too).
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 INVENTORY_DATA_DIR=/data
 WORKDIR /app
@@ -9,7 +11,6 @@ COPY inventory ./inventory
 COPY reservations ./reservations
 COPY channels ./channels
 COPY ingestion ./ingestion
-COPY devtools ./devtools
 COPY templates ./templates
 COPY manage.py ./
 RUN pip install --no-cache-dir -c requirements.lock . \

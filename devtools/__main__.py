@@ -1,4 +1,4 @@
-"""`./dev up | test | manage ARGS | lock` (see README.md)."""
+"""`./dev up | test | manage ARGS | simulator ARGS | lock` (see README.md)."""
 
 from __future__ import annotations
 
@@ -146,15 +146,15 @@ def cmd_up() -> int:
             "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
             "--pidfile", "",
         ], env)
-        if (ROOT / "channels" / "management" / "commands" / "run_channel_simulator.py").exists():
-            sup.spawn("simulator", [PY, "manage.py", "run_channel_simulator", "--port", sim_port], env)
+        # The channel simulator is a development tool: run as its own module, not a manage.py
+        # command, so no production package knows it exists.
+        sup.spawn("simulator", [PY, "-m", "devtools.simulator", "--port", sim_port], env)
         password_file = data_dir() / "admin-password"
         password = env.get("DJANGO_SUPERUSER_PASSWORD") or (
             password_file.read_text().strip() if password_file.exists() else "(set before first start)")
         sup.say("dev", f"web        http://{host}:{port}/  (API /api/v1/, docs /api/docs/, health /healthz)")
         sup.say("dev", f"admin      http://{host}:{port}/admin/  user: admin  password: {password}")
-        if "simulator" in sup.children:
-            sup.say("dev", f"simulator  {env['SIMULATOR_URL']}/_sim/levels")
+        sup.say("dev", f"simulator  {env['SIMULATOR_URL']}/_sim/levels")
         sup.say("dev", f"data       {data_dir()}   (Ctrl-C stops everything)")
         code = sup.wait()
     finally:
@@ -188,6 +188,21 @@ def cmd_manage(args: list[str]) -> int:
         services.stop()
 
 
+def cmd_simulator(args: list[str]) -> int:
+    """The channel simulator alone, in the foreground, with the environment of `./dev manage`."""
+    require_binaries()
+    services = ServiceSet(data_dir())
+    try:
+        env = services.start(base_env())
+        proc = subprocess.Popen([PY, "-m", "devtools.simulator", *args], cwd=ROOT, env=env)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the simulator too: let it stop cleanly
+            return proc.wait()
+    finally:
+        services.stop()
+
+
 def cmd_lock() -> int:
     """Regenerate requirements.lock from what is installed in .venv (after changing pyproject)."""
     out = subprocess.run([PY, "-m", "pip", "freeze", "--exclude-editable"], check=True,
@@ -197,7 +212,7 @@ def cmd_lock() -> int:
     return 0
 
 
-USAGE = """usage: ./dev up | test [pytest args] | manage ARGS | lock"""
+USAGE = """usage: ./dev up | test [pytest args] | manage ARGS | simulator [--port P] [--seed N] | lock"""
 
 
 def main(argv: list[str]) -> int:
@@ -212,6 +227,8 @@ def main(argv: list[str]) -> int:
         return cmd_test(rest)
     if cmd == "manage":
         return cmd_manage(rest)
+    if cmd == "simulator":
+        return cmd_simulator(rest)
     if cmd == "lock":
         return cmd_lock()
     print(USAGE)

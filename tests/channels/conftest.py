@@ -8,7 +8,7 @@ import pytest
 
 from channels.models import Channel
 from channels.ratelimit import ratelimit_reset, redis_client
-from channels.simulator import Simulator
+from devtools.simulator import Simulator
 
 # kind -> (settings, credentials, listing external id for SKU n, listing attributes)
 KINDS = {

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 def test_mark_during_the_last_attempt_is_pushed_after_recovery(simulator, make_channel, list_sku, location, sku,
                                                                 monkeypatch):
-    from channels.simulator import Faults
+    from devtools.simulator import Faults
 
     # given: a channel that dead-letters after one attempt, and is down
     channel = make_channel("shopify", retry={"max_attempts": 1, "base_delay": 0.01, "max_delay": 0.02},

@@ -124,7 +124,7 @@ def test_webhook_push_is_signed_with_standard_webhooks(simulator, make_channel, 
 
 
 def test_woocommerce_batches_and_per_item_errors_fail_only_those_items(simulator, make_channel, list_sku, location):
-    from channels.simulator import Faults
+    from devtools.simulator import Faults
 
     channel = make_channel("woocommerce", settings={"max_batch": 2}, retry={"base_delay": 5.0})
     skus = [SkuFactory(code=f"W-{n}") for n in range(5)]
@@ -147,7 +147,7 @@ def test_woocommerce_batches_and_per_item_errors_fail_only_those_items(simulator
 
 
 def test_ebay_sends_25_per_call_and_reads_per_item_status(simulator, make_channel, list_sku, location):
-    from channels.simulator import Faults
+    from devtools.simulator import Faults
 
     channel = make_channel("ebay", retry={"base_delay": 5.0})
     skus = [SkuFactory(code=f"E-{n}") for n in range(30)]
@@ -169,7 +169,7 @@ def test_ebay_sends_25_per_call_and_reads_per_item_status(simulator, make_channe
 
 @pytest.mark.parametrize("kind", ["shopify", "bigcommerce"])
 def test_429_retry_after_is_honoured_without_burning_attempts(kind, simulator, make_channel, list_sku, location, sku):
-    from channels.simulator import Faults
+    from devtools.simulator import Faults
 
     channel = make_channel(kind)
     list_sku(channel, sku)
@@ -216,7 +216,7 @@ def test_backoff_schedule_is_exponential_with_full_jitter():
 
 
 def test_failed_pushes_are_scheduled_from_the_database(simulator, make_channel, list_sku, location, sku):
-    from channels.simulator import Faults
+    from devtools.simulator import Faults
 
     channel = make_channel("amazon", retry={"base_delay": 2.0, "max_delay": 30.0, "max_attempts": 8})
     list_sku(channel, sku)
@@ -235,7 +235,7 @@ def test_failed_pushes_are_scheduled_from_the_database(simulator, make_channel, 
 
 
 def test_dead_letter_after_the_last_attempt(api, simulator, make_channel, list_sku, location, sku):
-    from channels.simulator import Faults
+    from devtools.simulator import Faults
 
     channel = make_channel("shopify", retry={"max_attempts": 3, "base_delay": 0.01, "max_delay": 0.02},
                            circuit={"failure_threshold": 100, "cooldown_seconds": 60})
@@ -261,7 +261,7 @@ def test_dead_letter_after_the_last_attempt(api, simulator, make_channel, list_s
 
 
 def test_circuit_opens_holds_pairs_then_one_probe_decides(api, simulator, make_channel, list_sku, location):
-    from channels.simulator import Faults
+    from devtools.simulator import Faults
 
     channel = make_channel("bigcommerce", settings={"max_batch": 1},
                            retry={"max_attempts": 50, "base_delay": 0.01, "max_delay": 0.01},

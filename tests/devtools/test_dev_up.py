@@ -1,7 +1,8 @@
 """`./dev up` for real: a second stack (own port, own data dir, own database on the test
-server) comes up, answers /healthz, and SIGTERM stops every child."""
+server) comes up, answers /healthz, runs the channel simulator, and SIGTERM stops every child."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,6 +94,21 @@ def test_dev_up_serves_health_and_stops_cleanly(tmp_path, db):
         assert bulk.status_code == 200 and bulk.json() == {"results": []}
         text = log.read_text()
         assert "password: test-password-1" in text and f"http://127.0.0.1:{port}/admin/" in text
+        # the channel simulator (python -m devtools.simulator) runs, its URL is printed, and the demo
+        # channels were re-pointed at it and pushed there
+        levels_url = re.search(r"simulator +(http://127\.0\.0\.1:\d+/_sim/levels)", text)
+        assert levels_url, text
+        _wait_for_log(log, "channel simulator listening on", proc, deadline)
+
+        def demo_stores() -> set:
+            try:
+                return set(requests.get(levels_url[1], timeout=10).json()["stores"])
+            except (requests.ConnectionError, requests.Timeout):
+                return set()
+
+        while not {"demo-shopify", "demo-webhook"} <= demo_stores():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 3
     finally:

@@ -1,7 +1,8 @@
 """`./dev manage bench_propagation`: how fast a stock change reaches every channel.
 
-Starts the channel simulator in-process and a real Celery worker (subprocess, same database and
-broker), creates N simulated channels (every kind in turn, default rate limits), then measures:
+Starts the channel simulator (`devtools.simulator`, a development tool) in-process and a real
+Celery worker (subprocess, same database and broker), creates N simulated channels (every kind in
+turn, default rate limits), then measures:
 1. baseline: one direct HTTP call to the simulator (what a push costs on the wire, nothing else);
 2. fan-out: one committed change -> the moment the last of the N channels acknowledged it
    (simulator receive time), repeated, p50/p99;
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 import requests
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -49,7 +50,13 @@ class Command(BaseCommand):
         parser.add_argument("--burst-limit", type=int, default=10, help="per-channel rate_limit_burst")
 
     def handle(self, *args, **opts):
-        from channels.simulator import Simulator
+        # The simulator is a development tool (devtools/, installed by ./dev, not in the image):
+        # imported here, never at module level, so production code does not depend on it.
+        try:
+            from devtools.simulator import Simulator
+        except ImportError as exc:
+            raise CommandError("bench_propagation needs the channel simulator (devtools/, installed by ./dev; "
+                               "it is not part of the production image).") from exc
 
         simulator = Simulator(seed=1).start()
         worker = None
