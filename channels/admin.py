@@ -15,7 +15,8 @@ from channels.models import (
     DirtyPair,
     PushAttempt,
 )
-from core.admin import ReadOnlyAdmin
+from channels.services import channel_create, channel_update, listing_delete, listing_update, listing_upsert
+from core.admin import ReadOnlyAdmin, ServiceAdmin
 
 
 class ChannelAdminForm(forms.ModelForm):
@@ -42,6 +43,40 @@ class ChannelAdminForm(forms.ModelForm):
         return super().save(commit)
 
 
+# Admin form fields -> the API's shape that channels.services takes. The nested objects matter:
+# channel_update decides from them what to re-push (a buffer change re-pushes, a name does not).
+_NESTED_FIELDS = {
+    "buffer_type": ("buffer", "type"), "buffer_value": ("buffer", "value"),
+    "retry_max_attempts": ("retry", "max_attempts"), "retry_base_delay": ("retry", "base_delay"),
+    "retry_max_delay": ("retry", "max_delay"),
+    "circuit_failure_threshold": ("circuit", "failure_threshold"),
+    "circuit_cooldown_seconds": ("circuit", "cooldown_seconds"),
+}
+_SECRET_FIELDS = {"new_webhook_secret": "webhook_secret", "new_credentials": "credentials"}
+_LISTING_FIELDS = ("sku", "external_id", "attributes")
+
+
+def _channel_data(form, names) -> dict:
+    """The service's keyword arguments for the form fields `names`; an empty secret field keeps
+    the stored secret (it is never shown, so empty means "unchanged")."""
+    data: dict = {}
+    for name in names:
+        value = form.cleaned_data.get(name)
+        if name in _SECRET_FIELDS:
+            if value:
+                data[_SECRET_FIELDS[name]] = value
+        elif name in _NESTED_FIELDS:
+            key, sub = _NESTED_FIELDS[name]
+            data.setdefault(key, {})[sub] = value
+        elif name != "slug" or not form.instance.pk:
+            data[name] = value
+    return data
+
+
+def _listing_changes(form) -> dict:
+    return {name: form.cleaned_data[name] for name in form.changed_data if name in _LISTING_FIELDS}
+
+
 class ListingInline(admin.TabularInline):
     model = ChannelListing
     extra = 0
@@ -50,7 +85,12 @@ class ListingInline(admin.TabularInline):
 
 
 @admin.register(Channel)
-class ChannelAdmin(admin.ModelAdmin):
+class ChannelAdmin(ServiceAdmin):
+    """Every write calls channels.services, as the API does: a change of buffer, locations,
+    enabling or connection re-pushes the listings through the outbox, and listings added, remapped
+    or removed in the inline are pushed (or dropped) like listings posted to the API. Channels are
+    deactivated, not deleted (the API has no delete; events and the push audit refer to them)."""
+
     form = ChannelAdminForm
     list_display = ("slug", "name", "kind", "push_enabled", "active", "circuit_state", "consecutive_failures",
                     "last_success_at", "backlog", "open_dead_letters", "last_error_short")
@@ -80,6 +120,34 @@ class ChannelAdmin(admin.ModelAdmin):
     def last_error_short(self, obj):
         return (obj.last_error or "")[:80]
 
+    def get_readonly_fields(self, request, obj=None):
+        # The slug is the public identifier (API paths, webhook URLs): kept once created.
+        return (*self.readonly_fields, "slug") if obj is not None else self.readonly_fields
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            channel_update(channel=Channel.objects.get(pk=obj.pk), **_channel_data(form, form.changed_data))
+        else:
+            saved = channel_create(**_channel_data(form, form.fields))
+            # The inline formsets were built around `obj`: make it the row the service wrote.
+            obj.pk = saved.pk
+            obj._state.adding, obj._state.db = False, saved._state.db
+
+    def save_related(self, request, form, formsets, change):
+        # No form.save_m2m(): `locations` and `authoritative_locations` were written by the
+        # service (which re-pushes when they change); listings go through save_formset.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not ChannelListing:
+            return super().save_formset(request, form, formset, change)
+        listings_save(formset, channel=form.instance)
+        return None
+
     @admin.action(description="Re-push every listing of the selected channels")
     def resync_selected(self, request, queryset):
         from channels.propagation import channel_mark_all
@@ -89,13 +157,57 @@ class ChannelAdmin(admin.ModelAdmin):
         self.message_user(request, f"{total} listing(s) queued for a push.", messages.SUCCESS)
 
 
+def listings_save(formset, *, channel: Channel) -> None:
+    """Apply a listing inline formset through channels.services (what formset.save() would write
+    directly), and fill in what the admin's change message reads from a saved formset."""
+    formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+    for form in formset.deleted_forms:
+        if form.instance.pk is not None:
+            listing_delete(listing=ChannelListing.objects.get(pk=form.instance.pk))
+            formset.deleted_objects.append(form.instance)
+    deleted = set(formset.deleted_forms)
+    for form in formset.initial_forms:
+        if form not in deleted and (changes := _listing_changes(form)):
+            listing = listing_update(listing=ChannelListing.objects.get(pk=form.instance.pk), **changes)
+            formset.changed_objects.append((listing, list(changes)))
+    for form in formset.extra_forms:
+        if form not in deleted and form.has_changed():
+            data = form.cleaned_data
+            listing, _created = listing_upsert(channel=channel, sku=data["sku"], external_id=data["external_id"],
+                                               attributes=data.get("attributes") or {})
+            form.instance = listing
+            formset.new_objects.append(listing)
+
+
 @admin.register(ChannelListing)
-class ChannelListingAdmin(admin.ModelAdmin):
+class ChannelListingAdmin(ServiceAdmin):
+    """Listings are mapped, remapped and removed through channels.services, which pushes a new or
+    remapped listing (forced) and drops the waiting push of a removed one."""
+
     list_display = ("channel", "sku", "external_id", "updated_at")
     list_filter = ("channel",)
     search_fields = ("sku__code", "external_id")
     autocomplete_fields = ("sku",)
     list_select_related = ("channel", "sku")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("channel",) if obj is not None else ()
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            listing_update(listing=ChannelListing.objects.get(pk=obj.pk), **_listing_changes(form))
+        else:
+            saved, _created = listing_upsert(channel=obj.channel, sku=obj.sku, external_id=obj.external_id,
+                                             attributes=obj.attributes or {})
+            obj.pk = saved.pk
+            obj._state.adding, obj._state.db = False, saved._state.db
+
+    def delete_model(self, request, obj):
+        listing_delete(listing=obj)
+
+    def delete_queryset(self, request, queryset):
+        for listing in queryset.order_by("pk"):
+            listing_delete(listing=listing)
 
 
 # ------------------------------------------------------------------------------ propagation

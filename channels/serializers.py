@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from channels.models import Channel, ChannelListing, DeadLetter
 from inventory.models import Location
-from inventory.serializers import StrictCharField, StrictIntegerField
+from inventory.serializers import StrictCharField, StrictFloatField, StrictIntegerField
 
 
 class BufferSerializer(serializers.Serializer):
@@ -21,13 +21,13 @@ class BufferSerializer(serializers.Serializer):
 
 class RetrySerializer(serializers.Serializer):
     max_attempts = StrictIntegerField(min_value=1, max_value=100, required=False)
-    base_delay = serializers.FloatField(min_value=0.01, max_value=3600, required=False)
-    max_delay = serializers.FloatField(min_value=0.01, max_value=86400, required=False)
+    base_delay = StrictFloatField(min_value=0.01, max_value=3600, required=False)
+    max_delay = StrictFloatField(min_value=0.01, max_value=86400, required=False)
 
 
 class CircuitSerializer(serializers.Serializer):
     failure_threshold = StrictIntegerField(min_value=1, max_value=1000, required=False)
-    cooldown_seconds = serializers.FloatField(min_value=0.1, max_value=86400, required=False)
+    cooldown_seconds = StrictFloatField(min_value=0.1, max_value=86400, required=False)
 
 
 class ChannelWriteSerializer(serializers.Serializer):
@@ -45,7 +45,7 @@ class ChannelWriteSerializer(serializers.Serializer):
                                                            many=True, required=False)
     push_enabled = serializers.BooleanField(required=False)
     buffer = BufferSerializer(required=False)
-    rate_limit_per_second = serializers.FloatField(min_value=0.01, max_value=10_000, required=False)
+    rate_limit_per_second = StrictFloatField(min_value=0.01, max_value=10_000, required=False)
     rate_limit_burst = StrictIntegerField(min_value=1, max_value=10_000, required=False)
     retry = RetrySerializer(required=False)
     circuit = CircuitSerializer(required=False)

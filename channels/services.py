@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import IntegrityError, transaction
 
-from channels.models import Channel, ChannelListing
+from channels.models import Channel, ChannelListing, DirtyPair
 from core.errors import Conflict
+from inventory.models import Sku
 from inventory.services import sku_resolve
 
 # Nested API objects -> model fields.
@@ -33,7 +36,7 @@ def _apply(channel: Channel, data: dict) -> list:
 
 
 @transaction.atomic
-def channel_create(**data) -> Channel:
+def channel_create(**data: Any) -> Channel:
     """Create a channel from the API's shape; 409 `duplicate_channel` on an existing slug."""
     if Channel.objects.filter(slug=data["slug"]).exists():
         raise Conflict(f"Channel '{data['slug']}' already exists.", code="duplicate_channel")
@@ -55,7 +58,7 @@ _RECONNECT_FIELDS = {"base_url", "credentials", "settings", "kind"}
 
 
 @transaction.atomic
-def channel_update(*, channel: Channel, **data) -> Channel:
+def channel_update(*, channel: Channel, **data: Any) -> Channel:
     """Change any field (the slug is the public identifier and stays). Only the fields given are
     written, so an edit never overwrites the health fields propagation maintains concurrently.
     A change to what the channel should show (locations, buffer, enabling) re-pushes its
@@ -78,7 +81,7 @@ def channel_update(*, channel: Channel, **data) -> Channel:
     return channel
 
 
-def listing_upsert(*, channel: Channel, sku: str, external_id: str, attributes: dict | None = None
+def listing_upsert(*, channel: Channel, sku: Sku | str, external_id: str, attributes: dict | None = None
                    ) -> tuple[ChannelListing, bool]:
     """Map a SKU to the channel's id. Re-posting the same SKU updates its mapping; an
     external_id already mapped to another SKU is a 409 `duplicate_external_id`."""
@@ -97,6 +100,53 @@ def listing_upsert(*, channel: Channel, sku: str, external_id: str, attributes: 
         raise Conflict(f"external_id '{external_id}' is already mapped.", code="duplicate_external_id") from None
     _listing_push(listing)
     return listing, created
+
+
+@transaction.atomic
+def listing_update(*, listing: ChannelListing, sku: Sku | str | None = None, external_id: str | None = None,
+                   attributes: dict | None = None) -> ChannelListing:
+    """Remap an existing listing (the admin edits listings in place): another SKU, external id or
+    attributes; what is not given stays. Pushed like a new listing (forced: the id may be new).
+    A SKU that is no longer listed drops its waiting push (nothing addresses it any more).
+    409 `duplicate_external_id` when the id is mapped to another SKU of the channel,
+    409 `duplicate_listing` when the new SKU is already listed on the channel."""
+    sku_obj = sku_resolve(sku) if sku is not None else listing.sku
+    external_id = listing.external_id if external_id is None else external_id
+    others = ChannelListing.objects.filter(channel_id=listing.channel_id).exclude(pk=listing.pk)
+    clash = others.filter(external_id=external_id).select_related("sku").first()
+    if clash:
+        raise Conflict(f"external_id '{external_id}' is already mapped to SKU '{clash.sku.code}'.",
+                       code="duplicate_external_id")
+    if others.filter(sku=sku_obj).exists():
+        raise Conflict(f"SKU '{sku_obj.code}' is already listed on this channel.", code="duplicate_listing")
+    previous_sku_id = listing.sku_id
+    listing.sku, listing.external_id = sku_obj, external_id
+    if attributes is not None:
+        listing.attributes = attributes
+    try:
+        with transaction.atomic():
+            listing.save(update_fields=["sku", "external_id", "attributes", "updated_at"])
+    except IntegrityError:
+        raise Conflict(f"external_id '{external_id}' is already mapped.", code="duplicate_external_id") from None
+    if previous_sku_id != listing.sku_id:
+        _pair_forget(channel_id=listing.channel_id, sku_id=previous_sku_id)
+    _listing_push(listing)
+    return listing
+
+
+@transaction.atomic
+def listing_delete(*, listing: ChannelListing) -> None:
+    """Unmap a SKU from the channel. We stop pushing the pair; the channel keeps showing what it
+    was last told (docs/propagation.md, known limits). A push still waiting for the pair is
+    dropped with it (the drain would settle it without a request anyway)."""
+    _pair_forget(channel_id=listing.channel_id, sku_id=listing.sku_id)
+    listing.delete()
+
+
+def _pair_forget(*, channel_id: int, sku_id: int) -> None:
+    """Drop the outbox row of a pair the channel no longer lists. Safe against a push in flight:
+    its acknowledgement deletes by (id, generation) and simply finds nothing."""
+    DirtyPair.objects.filter(channel_id=channel_id, sku_id=sku_id).delete()
 
 
 def _listing_push(listing: ChannelListing) -> None:

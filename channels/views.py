@@ -19,6 +19,7 @@ from channels.serializers import (
 from core.errors import NotFound, ValidationFailed
 from core.idempotency import IdempotencyMixin
 from core.pagination import PageNumberPagination
+from core.parsing import ascii_int
 
 # Operations staff read channel health with an `ops` key; configuring needs `channels:write`.
 CHANNEL_SCOPES = {"GET": ("channels:write", "ops"), "POST": "channels:write", "PATCH": "channels:write"}
@@ -123,9 +124,11 @@ class DeadLetterList(APIView):
 
 
 def _dead_letter_id(value: str) -> int:
-    if not str(value).isdigit():
-        raise NotFound(f"Unknown dead letter {value}.", code="dead_letter_not_found")
-    return int(value)
+    # The path segment is any string; only ASCII digits name a dead letter ("²".isdigit() is True).
+    pk = ascii_int(value)
+    if pk is None:
+        raise NotFound(f"Unknown dead letter {value[:40]}.", code="dead_letter_not_found")
+    return pk
 
 
 class DeadLetterRetry(IdempotencyMixin, APIView):

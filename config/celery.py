@@ -33,9 +33,10 @@ app.conf.beat_schedule = {
         "task": "reservations.expire",
         "schedule": float(settings.RESERVATION_EXPIRY_INTERVAL_SECONDS),
     },
-    # Inbound events are drained on commit; this sweep only catches lost wake-ups (a process
-    # killed between commit and enqueue) and retries whose backoff ended. 10 s bounds that delay
-    # while costing one indexed COUNT per run.
+    # Inbound events are drained on commit (and BigCommerce-like thin events fetched by their own
+    # `ingestion.fetch` task); this sweep only catches lost wake-ups (a process killed between
+    # commit and enqueue), retries whose backoff ended and fetch circuits whose cool-down ended.
+    # 10 s bounds that delay while costing one indexed COUNT and one DISTINCT per run.
     "ingestion-sweep": {
         "task": "ingestion.sweep",
         "schedule": 10.0,

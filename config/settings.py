@@ -166,6 +166,8 @@ STOCK_CHANGE_REACTIONS = [
     "reservations.waitlist.waitlist_on_stock_change",
     "channels.propagation.outbox_on_stock_change",
 ]
+# Demo data of the apps above inventory, seeded after inventory's own (`seed_demo`).
+DEMO_SEED_EXTENSIONS = ["channels.demo.demo_channels_seed"]
 
 # --- Celery (at-least-once; see config/celery.py for the periodic schedule)
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
@@ -203,6 +205,11 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 # attempts a transiently failing event gets before it is marked failed (then reprocess by hand).
 INGESTION_BATCH_SIZE = env.int("INGESTION_BATCH_SIZE", default=100)
 INGESTION_MAX_ATTEMPTS = env.int("INGESTION_MAX_ATTEMPTS", default=8)
+# Fetching what thin webhooks leave out (BigCommerce order products) runs in its own task, per
+# channel: a run starts no new request after this many seconds (one worker slot held at most
+# this long plus one request), and each request gives up after the timeout (connect and read).
+INGESTION_FETCH_BUDGET_SECONDS = env.float("INGESTION_FETCH_BUDGET_SECONDS", default=10.0)
+INGESTION_FETCH_TIMEOUT_SECONDS = env.float("INGESTION_FETCH_TIMEOUT_SECONDS", default=5.0)
 
 # Where the channel simulator listens when `./dev up` runs it (seed_demo points channels there).
 SIMULATOR_URL = env.str("SIMULATOR_URL", default="http://127.0.0.1:8765")

@@ -1,6 +1,22 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 
+from core.errors import DomainError
 from core.models import ApiKey
+
+
+class ServiceAdmin(admin.ModelAdmin):
+    """An admin whose writes call services (save_model, delete_model, ... overridden by the
+    subclass). A refusal a service raises (e.g. 409 `duplicate_external_id` lost to a concurrent
+    edit after the form validated) rolls the admin's transaction back and is shown as a message
+    on the same page, instead of a 500."""
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except DomainError as exc:  # raised inside the admin's atomic block: nothing was saved
+            self.message_user(request, f"Not saved: {exc.code}: {exc.detail}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -56,8 +56,8 @@ def occurred_at_parse(value) -> datetime:
         raise CanonicalError("invalid_occurred_at", "occurred_at must be an ISO 8601 date-time string.")
     if problem := text_problem(value):  # checked before the value is echoed in a detail
         raise CanonicalError("invalid_occurred_at", f"occurred_at {problem}.")
-    try:
-        parsed = parse_datetime(value.strip())
+    try:  # ASCII only: Django's parser reads other scripts' digits ("٢٠٢٤") as numbers
+        parsed = parse_datetime(value.strip()) if value.isascii() else None
     except ValueError:
         parsed = None
     if parsed is None:

@@ -2,7 +2,9 @@
 
 from rest_framework import serializers
 
+from core.parsing import MAX_BIGINT
 from ingestion.models import InboundEvent, OversellIncident
+from inventory.serializers import StrictIntegerField
 
 
 class CanonicalEventSerializer(serializers.Serializer):
@@ -56,7 +58,9 @@ class InboundEventDetailSerializer(InboundEventSerializer):
 
 
 class ReprocessSerializer(serializers.Serializer):
-    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=10000)
+    # JSON integers only: a plain IntegerField reads the string "٣" as event 3.
+    ids = serializers.ListField(child=StrictIntegerField(min_value=1, max_value=MAX_BIGINT), required=False,
+                                max_length=10000)
     channel = serializers.SlugField(required=False)
     status = serializers.ChoiceField(choices=["failed", "ignored", "done"], required=False)
     error = serializers.CharField(max_length=64, required=False)

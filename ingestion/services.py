@@ -10,6 +10,11 @@ Draining: `inbound_events_drain` claims a batch with SELECT ... FOR UPDATE SKIP 
 workers take disjoint batches), applies it in the same transaction (ingestion.processing) and
 marks each event done/failed/retrying. A worker killed mid-batch rolls the whole transaction
 back: its events are pending again, unlocked, and nothing was half-applied.
+
+Fetching: thin webhooks (BigCommerce) need the order's products from the store first. That is
+`inbound_events_fetch`, run per channel by its own task within a time budget and behind a
+per-channel circuit breaker (ingestion.fetching); the drain never makes an HTTP call and leaves
+such events out of its batches until their data is stored, so a slow store delays nobody else.
 """
 
 from __future__ import annotations
@@ -19,12 +24,17 @@ import logging
 import os
 import random
 import socket
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from channels.adapters import ADAPTERS
@@ -140,7 +150,10 @@ def webhook_accept(*, channel: Channel, adapter: ChannelAdapter, headers, body: 
                    processed_at=row["received_at"])
     inserted = _insert_new([row])
     if inserted and not error:
-        drain_kick()
+        if hasattr(adapter, "needs_fetch"):
+            fetch_kick([channel.pk])  # thin payload (BigCommerce): its data first, then the drain
+        else:
+            drain_kick()
     return WebhookAccepted(event_id=inserted[0] if inserted else None, duplicate=not inserted)
 
 
@@ -221,7 +234,6 @@ class DrainResult:
     ignored: int = 0
     failed: int = 0
     retrying: int = 0
-    deferred: int = 0  # waiting for data fetched from the channel (next drain)
 
 
 def inbound_events_drain(*, limit: int | None = None, worker: str | None = None, on_full_batch=None) -> DrainResult:
@@ -232,13 +244,16 @@ def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
     """
     limit = limit or batch_size()
     worker = worker or worker_name()
-    inbound_events_fetch(limit=limit)  # HTTP to channels happens here, never inside the transaction
     result = DrainResult()
     now = timezone.now()
     with transaction.atomic():
         events = list(
             InboundEvent.objects.select_for_update(skip_locked=True, of=("self",)).select_related("channel")
             .filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=now)
+            # Events still waiting for their channel's data (BigCommerce products) belong to the
+            # fetch task (inbound_events_fetch): the drain makes no HTTP call, and they take no
+            # slot in its batch, so a slow marketplace delays nobody else's events.
+            .exclude(_awaiting_fetch())
             .order_by("id")[:limit]
         )
         result.claimed = len(events)
@@ -246,13 +261,7 @@ def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
             return result
         if on_full_batch is not None and len(events) == limit:
             on_full_batch()
-        fetchers = {kind for kind, adapter in ADAPTERS.items() if hasattr(adapter, "needs_fetch")}
-        ready, waiting = [], []
-        for event in events:
-            needs = (event.source == InboundEvent.Source.WEBHOOK and event.fetched is None
-                     and event.channel is not None and event.channel.kind in fetchers)
-            (waiting if needs else ready).append(event)
-        result.deferred = len(waiting)
+        ready = events
         outcomes = _process(ready, worker) if ready else {}
         finished_at = timezone.now()
         for event in ready:
@@ -275,8 +284,6 @@ def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
             result.ignored += event.status == InboundEvent.Status.IGNORED
             result.failed += event.status == InboundEvent.Status.FAILED
         _events_save(ready)
-    if result.deferred and on_full_batch is not None:
-        on_full_batch()  # the fetch for those events runs first thing in the next drain
     return result
 
 
@@ -336,54 +343,242 @@ def _events_save(events: list[InboundEvent]) -> None:
         cursor.execute(sql, params)
 
 
-def inbound_events_fetch(*, limit: int) -> int:
-    """Fetch what thin webhooks leave out (BigCommerce order products) for due pending events,
-    outside any transaction; the result is stored on the event for the drain. A failed fetch
-    counts as an attempt and backs off; a 4xx other than 408/429 fails the event."""
-    kinds = [kind for kind, adapter in ADAPTERS.items() if hasattr(adapter, "needs_fetch")]
-    events = list(
-        InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=timezone.now(),
-                                    source=InboundEvent.Source.WEBHOOK, fetched__isnull=True, channel__kind__in=kinds)
-        .select_related("channel").order_by("id")[:limit]
-    )
+# ------------------------------------------------------------------------------ fetch (thin webhooks)
+
+FETCH_FLAG_TTL = 30  # seconds; bounds the wait if a queued fetch message is lost (the sweep also finds it)
+# A refusal that says the channel itself is failing (counts toward its circuit), not this order.
+FETCH_CHANNEL_FAILURES = {401, 403, 408}
+
+
+def fetch_budget() -> float:
+    return float(getattr(settings, "INGESTION_FETCH_BUDGET_SECONDS", 10.0))
+
+
+def fetch_timeout() -> float:
+    return float(getattr(settings, "INGESTION_FETCH_TIMEOUT_SECONDS", 5.0))
+
+
+def _awaiting_fetch() -> Q:
+    """Webhook events of channels whose payloads are thin (BigCommerce) whose data is not fetched yet."""
+    kinds = sorted(kind for kind, adapter in ADAPTERS.items() if hasattr(adapter, "needs_fetch"))
+    return Q(source=InboundEvent.Source.WEBHOOK, fetched__isnull=True, channel__kind__in=kinds)
+
+
+def _awaiting_fetch_due(now: datetime | None = None) -> QuerySet[InboundEvent]:
+    return InboundEvent.objects.filter(_awaiting_fetch(), status=InboundEvent.Status.PENDING,
+                                       next_attempt_at__lte=now or timezone.now())
+
+
+def channels_awaiting_fetch() -> list[int]:
+    """Channels with due events waiting for their data (the sweep wakes a fetch for each)."""
+    return sorted(set(_awaiting_fetch_due().order_by().values_list("channel_id", flat=True).distinct()))
+
+
+def fetch_flag(channel_id: int) -> str:
+    return f"ingestion:fetch-queued:{channel_id}"
+
+
+def fetch_kick(channel_ids: Iterable[int]) -> None:
+    """Ask for a fetch run per channel once the current transaction commits, at most one queued
+    per channel (the task clears its flag before it selects events: no lost wake-up)."""
+    transaction.on_commit(partial(_fetch_kick, sorted(set(channel_ids))), robust=True)
+
+
+def _fetch_kick(channel_ids: list[int]) -> None:
+    for channel_id in channel_ids:
+        try:
+            if cache.add(fetch_flag(channel_id), 1, timeout=FETCH_FLAG_TTL):
+                fetch_enqueue(channel_id)
+        except Exception:  # Redis or broker down: the sweeper re-enqueues
+            logger.exception("could not queue an ingestion fetch for channel %s; the sweeper will", channel_id)
+
+
+def fetch_enqueue(channel_id: int) -> None:
+    from ingestion.tasks import inbound_fetch_task
+
+    inbound_fetch_task.apply_async(args=[channel_id])
+
+
+@dataclass
+class FetchResult:
+    fetched: int = 0  # events whose data is stored now (the drain applies them)
+    failed: int = 0  # requests that failed (charged to their event, except a half-open probe's)
+    skipped: int = 0  # left for later: the channel's circuit is open or it asked us to wait (no charge)
+    remaining: int = 0  # not tried: the run's time budget ran out (no charge; the next run goes on)
+
+
+def inbound_events_fetch(*, channel_id: int, budget: float | None = None, limit: int | None = None) -> FetchResult:
+    """Fetch what one channel's thin webhooks leave out (BigCommerce order products) for its due
+    events, outside any transaction, and store it on each event; then queue a drain, which applies
+    them. Run by the `ingestion.fetch` task, never by the drain, so a slow or silent marketplace
+    holds one worker slot (single-flight per channel) and delays no other channel's events.
+
+    - Each request has short (connect, read) timeouts (INGESTION_FETCH_TIMEOUT_SECONDS). No event
+      is started after `budget` seconds (INGESTION_FETCH_BUDGET_SECONDS; the first always is, so
+      every run makes progress): a run lasts at most the budget plus one event's requests, and
+      events left over are fetched by the next run, queued at once, without a charge.
+    - A failure charges one attempt to its event (backoff, then `failed` after
+      INGESTION_MAX_ATTEMPTS); a 4xx other than 401/403/408/429 fails the event at once (the
+      order is gone, not the store). No answer, timeouts, 5xx, 401/403/408 and unreadable
+      answers also count toward the channel's circuit (ingestion.fetching): once open, the
+      channel's events wait for the cool-down without a charge, then one probe goes (a failed
+      probe charges nothing either). A 429 holds the channel for the time it asks, no charge.
+    """
+    result = FetchResult()
+    channel = Channel.objects.filter(pk=channel_id).first()
+    if channel is None:
+        return result
+    from ingestion.fetching import fetch_lock_acquire, fetch_lock_release
+
+    budget = fetch_budget() if budget is None else budget
+    lock = fetch_lock_acquire(channel_id=channel.pk, ttl=budget + 4 * fetch_timeout() + 60)
+    if lock is None:
+        return result  # another run has this channel; it looks again when it ends
+    try:
+        _fetch_run(channel, budget=budget, limit=limit or batch_size(), result=result)
+    finally:
+        fetch_lock_release(lock)
+    # Look again now the lock is free: a wake-up that found it busy has exited, and the budget
+    # may have left events over. Failed, postponed and fetched events are not due any more, so
+    # this never spins: each run tries an event or postpones them all.
+    if _awaiting_fetch_due().filter(channel=channel).exists():
+        fetch_kick([channel.pk])
+    if result.fetched:
+        drain_kick()
+    return result
+
+
+def _fetch_run(channel: Channel, *, budget: float, limit: int, result: FetchResult) -> None:
+    from channels.adapters import adapter_for
+    from channels.adapters.http import CONNECT_TIMEOUT, TimeoutSession
+    from ingestion.fetching import fetch_gate
+
+    events = list(_awaiting_fetch_due().filter(channel=channel).order_by("id")[:limit])
+    adapter: Any = adapter_for(channel)  # a fetching adapter (needs_fetch, fetch): BigCommerce
+    todo = []
+    for event in events:
+        try:
+            needed = adapter.needs_fetch(channel, _delivery(event), event.payload)
+        except Exception:  # the drain reports the payload as invalid; nothing to ask the store
+            logger.warning("inbound event %s: could not tell whether it needs a fetch", event.pk, exc_info=True)
+            needed = False
+        if needed:
+            todo.append(event)
+        else:  # a status change that moves no stock, an invalid payload: the drain decides, no HTTP
+            result.fetched += _fetch_store(event, {})
+    if not todo:
+        return
+    gate = fetch_gate(channel_id=channel.pk, threshold=channel.circuit_failure_threshold)
+    if gate.state == "open":
+        result.skipped += _fetch_postpone(todo, gate.wait, "fetch_circuit_open",
+                                          "The channel's fetches are paused (circuit open or rate limited).")
+        return
+    probe = gate.state == "half_open"
+    timeout = fetch_timeout()
+    deadline = time.monotonic() + budget
+    with TimeoutSession(timeout=(min(CONNECT_TIMEOUT, timeout), timeout)) as session:
+        for index, event in enumerate(todo):
+            if index and time.monotonic() >= deadline:
+                result.remaining += len(todo) - index
+                return
+            try:
+                data = adapter.fetch(channel, session, _delivery(event), event.payload)
+            except Exception as exc:
+                stop = _fetch_failed(channel, event, exc, probe=probe, result=result, rest=todo[index + 1:])
+                if stop:
+                    return
+                continue
+            _fetch_success(channel)
+            probe = False
+            result.fetched += _fetch_store(event, data)
+
+
+def _delivery(event: InboundEvent) -> Delivery:
+    return Delivery(delivery_id=event.delivery_id, topic=event.topic)
+
+
+def _fetch_success(channel: Channel) -> None:
+    from ingestion.fetching import fetch_success_record
+
+    fetch_success_record(channel_id=channel.pk)
+
+
+def _fetch_failed(channel: Channel, event: InboundEvent, exc: Exception, *, probe: bool, result: FetchResult,
+                  rest: list[InboundEvent]) -> bool:
+    """Record one failed fetch; True when the run must stop (circuit open, rate limited)."""
+    from channels.adapters.http import retry_after_seconds
+    from ingestion.fetching import fetch_failure_record, fetch_hold
+
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    detail = text_clean(f"Fetching from the channel failed: {type(exc).__name__}: {exc}")[:2000]
+    logger.warning("inbound event %s: %s", event.pk, detail)
+    if status == 429:  # the marketplace pacing us: wait as asked, charge nobody
+        wait = (retry_after_seconds(response) if response is not None else None) or retry_delay(1).total_seconds()
+        fetch_hold(channel_id=channel.pk, seconds=wait)
+        result.skipped += _fetch_postpone([event, *rest], wait, "fetch_rate_limited", detail)
+        return True
+    if status is not None and 400 <= status < 500 and status not in FETCH_CHANNEL_FAILURES:
+        _fetch_success(channel)  # the store answered: this order is the problem, not the channel
+        result.failed += 1
+        _fetch_charge(event, detail, permanent=True)
+        return False
+    result.failed += 1
+    opened = fetch_failure_record(channel_id=channel.pk, threshold=channel.circuit_failure_threshold,
+                                  cooldown=channel.circuit_cooldown_seconds)
+    if probe:  # the channel was known to be failing: the probe's event is not charged for it
+        _fetch_postpone([event], channel.circuit_cooldown_seconds, "fetch_failed", detail)
+    else:
+        _fetch_charge(event, detail, permanent=False)
+    if opened:
+        result.skipped += _fetch_postpone(rest, channel.circuit_cooldown_seconds, "fetch_circuit_open",
+                                          f"The channel's fetches are paused after repeated failures: {detail}")
+        return True
+    return False
+
+
+def _still_waiting(events: list[InboundEvent]) -> QuerySet[InboundEvent]:
+    return InboundEvent.objects.filter(pk__in=[e.pk for e in events], status=InboundEvent.Status.PENDING,
+                                       fetched__isnull=True)
+
+
+def _fetch_store(event: InboundEvent, data: Any) -> int:
+    try:
+        return _still_waiting([event]).update(fetched=json_replace_nul(data))
+    except DatabaseError as exc:  # an answer jsonb cannot hold (NaN, ...): retrying will not help
+        _fetch_charge(event, f"The channel's answer cannot be stored: {exc}"[:2000], permanent=True)
+        return 0
+
+
+def _fetch_charge(event: InboundEvent, detail: str, *, permanent: bool) -> None:
+    attempts = event.attempts + 1
+    now = timezone.now()
+    if permanent or attempts >= max_attempts():
+        _still_waiting([event]).update(status=InboundEvent.Status.FAILED, attempts=attempts,
+                                       error_code="fetch_failed", last_error=detail, processed_at=now)
+    else:
+        _still_waiting([event]).update(attempts=attempts, error_code="fetch_failed", last_error=detail,
+                                       next_attempt_at=now + retry_delay(attempts))
+
+
+def _fetch_postpone(events: list[InboundEvent], seconds: float, code: str, detail: str) -> int:
+    """Try these events again in `seconds`, without charging them an attempt."""
     if not events:
         return 0
-    from channels.adapters import adapter_for
-    from channels.adapters.http import TimeoutSession
-
-    fetched = 0
-    with TimeoutSession() as session:  # connect/read timeouts on every call, as for pushes
-        for event in events:
-            adapter = adapter_for(event.channel)
-            delivery = Delivery(delivery_id=event.delivery_id, topic=event.topic)
-            pending = InboundEvent.objects.filter(pk=event.pk, status=InboundEvent.Status.PENDING,
-                                                  fetched__isnull=True)
-            try:
-                data = (adapter.fetch(event.channel, session, delivery, event.payload)
-                        if adapter.needs_fetch(event.channel, delivery, event.payload) else {})
-            except Exception as exc:
-                status = getattr(getattr(exc, "response", None), "status_code", None)
-                permanent = status is not None and 400 <= status < 500 and status not in (408, 429)
-                attempts = event.attempts + 1
-                detail = f"Fetching from the channel failed: {type(exc).__name__}: {exc}"[:2000]
-                if permanent or attempts >= max_attempts():
-                    pending.update(status=InboundEvent.Status.FAILED, attempts=attempts, error_code="fetch_failed",
-                                   last_error=detail, processed_at=timezone.now())
-                else:
-                    pending.update(attempts=attempts, error_code="fetch_failed", last_error=detail,
-                                   next_attempt_at=timezone.now() + retry_delay(attempts))
-                logger.warning("inbound event %s: %s", event.pk, detail)
-                continue
-            fetched += pending.update(fetched=data)
-    return fetched
+    return _still_waiting(events).update(error_code=code, last_error=detail[:2000],
+                                         next_attempt_at=timezone.now() + timedelta(seconds=max(seconds, 0.001)))
 
 
 def inbound_events_sweep() -> int:
-    """Queue a drain if due pending events exist (a lost wake-up, retries whose backoff ended).
-    Returns how many were due."""
-    due = InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=timezone.now()).count()
+    """Queue a drain if due pending events exist (a lost wake-up, retries whose backoff ended),
+    and a fetch for each channel whose due events wait for their data (the same, or a circuit's
+    cool-down that ended). Returns how many events were due for the drain."""
+    due = (InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=timezone.now())
+           .exclude(_awaiting_fetch()).count())
     if due:
         drain_enqueue()
+    for channel_id in channels_awaiting_fetch():
+        fetch_enqueue(channel_id)
     return due
 
 
@@ -406,7 +601,12 @@ def inbound_events_reprocess(*, ids: list[int] | None = None, channel: Channel |
                           error_code="", processed_at=None)
         if count:
             drain_kick()
+            transaction.on_commit(_fetch_kick_due, robust=True)  # those that need their data fetched again
     return count
+
+
+def _fetch_kick_due() -> None:
+    _fetch_kick(channels_awaiting_fetch())
 
 
 def oversell_incidents_resolve(*, ids: list[int], note: str = "") -> int:

@@ -16,7 +16,18 @@ def inbound_drain_task() -> int:
     return result.claimed
 
 
+@shared_task(name="ingestion.fetch")
+def inbound_fetch_task(channel_id: int) -> int:
+    """Fetch what one channel's thin webhooks leave out (BigCommerce order products) within the
+    fetch budget, then queue a drain for what was fetched. Its own task, never inside the drain:
+    a slow marketplace holds one worker slot for a bounded time and delays no other events."""
+    # Cleared before selecting: an event committed after our select queues another run.
+    cache.delete(services.fetch_flag(channel_id))
+    return services.inbound_events_fetch(channel_id=channel_id).fetched
+
+
 @shared_task(name="ingestion.sweep")
 def inbound_sweep_task() -> int:
-    """Beat: queue a drain when due pending events exist (lost wake-ups, finished backoffs)."""
+    """Beat: queue a drain when due pending events exist (lost wake-ups, finished backoffs), and a
+    fetch per channel whose due events wait for their data (also: circuits whose cool-down ended)."""
     return services.inbound_events_sweep()

@@ -19,6 +19,7 @@ from core.errors import ValidationFailed, json_error
 from core.idempotency import IdempotencyMixin
 from core.jsonsafe import json_parse
 from core.pagination import PageNumberPagination
+from core.parsing import ascii_int
 from ingestion import selectors, services
 from ingestion.serializers import (
     EventBatchResultSerializer,
@@ -57,10 +58,9 @@ def webhook_body_read(request, limit: int) -> bytes | JsonResponse:
       Content-Length claimed.
     """
     meta = request.META
-    try:
-        declared = int(meta.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
+    declared = ascii_int(meta.get("CONTENT_LENGTH") or "0", maximum=None)  # not "٣", not "²"
+    if declared is None:
+        return json_error(400, "invalid_content_length", "Content-Length must be a number of bytes.")
     if declared > limit:
         remaining = declared if declared <= DISCARD_CAP else 0  # beyond: not worth reading
         while remaining > 0:  # request.read is bounded by CONTENT_LENGTH: never blocks past the body

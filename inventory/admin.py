@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from core.admin import ReadOnlyAdmin, ReadOnlyInline
+from core.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceAdmin
 from core.errors import DomainError
 from inventory import services
 from inventory.models import Location, Sku, StockMovement, StockPosition, StockSnapshot
@@ -37,15 +37,46 @@ class LatestMovementInline(ReadOnlyInline):
         return qs.filter(id__in=ids)
 
 
+class CatalogAdmin(ServiceAdmin):
+    """Locations and SKUs are written by inventory.services, as through the API: `active` (and
+    safety stock) are announced to channels and the waitlist, which a plain save() would skip.
+    The code is the public identifier (API paths, channel payloads) and stays once created.
+    Nothing is deleted here (the API has no delete either): deactivate instead, so channels and
+    reservations hear of it; stock history refers to these rows."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("code",) if obj is not None else ()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def _changed(self, form) -> dict:
+        return {name: form.cleaned_data[name] for name in form.changed_data if name != "code"}
+
+    def _adopt(self, obj, saved) -> None:
+        """The admin logs and redirects with `obj`: make it the row the service wrote."""
+        obj.pk = saved.pk
+        obj._state.adding, obj._state.db = False, saved._state.db
+
+
 @admin.register(Location)
-class LocationAdmin(admin.ModelAdmin):
+class LocationAdmin(CatalogAdmin):
     list_display = ("code", "name", "kind", "priority", "active")
     list_filter = ("kind", "active")
     search_fields = ("code", "name")
 
+    def save_model(self, request, obj, form, change):
+        if change:
+            # A fresh row: the form has already set the new values on `obj`, and location_update
+            # compares `active` before and after to decide what to announce.
+            services.location_update(location=Location.objects.get(pk=obj.pk), **self._changed(form))
+        else:
+            self._adopt(obj, services.location_create(code=obj.code, name=obj.name, kind=obj.kind,
+                                                      active=obj.active, priority=obj.priority))
+
 
 @admin.register(Sku)
-class SkuAdmin(admin.ModelAdmin):
+class SkuAdmin(CatalogAdmin):
     list_display = ("code", "name", "safety_stock", "active", "updated_at")
     list_filter = ("active",)
     search_fields = ("code", "name")
@@ -53,11 +84,10 @@ class SkuAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            services.sku_update(sku=obj, **{f: form.cleaned_data[f] for f in form.changed_data})
+            services.sku_update(sku=Sku.objects.get(pk=obj.pk), **self._changed(form))
         else:
-            form.instance = services.sku_create(
-                code=obj.code, name=obj.name, safety_stock=obj.safety_stock, active=obj.active)
-            obj.pk = form.instance.pk
+            self._adopt(obj, services.sku_create(code=obj.code, name=obj.name, safety_stock=obj.safety_stock,
+                                                 active=obj.active))
 
 
 class AdjustStockForm(forms.Form):

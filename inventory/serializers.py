@@ -15,6 +15,15 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictFloatField(serializers.FloatField):
+    """A JSON number (integer or float), never a string: DRF's FloatField reads "٣" as 3.0."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class StrictCharField(serializers.CharField):
     """A string that refuses numbers and booleans instead of silently converting them."""
 
@@ -42,6 +51,8 @@ def validate_code(value: str) -> str:
 class LocationSerializer(serializers.ModelSerializer):
     code = StrictCharField(max_length=64, validators=[validate_code])
     name = StrictCharField(max_length=200)
+    # A JSON integer within PostgreSQL's integer (the model field's plain IntegerField takes "٣").
+    priority = StrictIntegerField(min_value=-(2**31), max_value=2**31 - 1, required=False)
 
     class Meta:
         model = Location

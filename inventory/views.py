@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from core.errors import ValidationFailed
 from core.idempotency import IdempotencyMixin
 from core.pagination import NewestFirstCursorPagination
+from core.parsing import ascii_int
 from inventory import selectors, services
 from inventory.models import Location, Sku
 from inventory.serializers import (
@@ -100,8 +101,8 @@ class StockDetail(APIView):
     def get(self, request, sku):
         as_of = request.query_params.get("as_of")
         if as_of:
-            try:
-                at = parse_datetime(as_of)
+            try:  # ASCII only: Django's parser reads other scripts' digits ("٢٠٢٤") as numbers
+                at = parse_datetime(as_of) if as_of.isascii() else None
             except ValueError:  # well-formed but impossible, e.g. month 13
                 at = None
             if at is None:
@@ -147,9 +148,9 @@ class AdjustmentCreate(IdempotencyMixin, APIView):
         expected_version = data.get("expected_version")
         if_match = request.headers.get("If-Match", "").strip().strip('"')
         if expected_version is None and if_match:
-            if not if_match.isdigit():
+            expected_version = ascii_int(if_match)  # not isdigit(): "²" passes it and int() refuses it
+            if expected_version is None:
                 raise ValidationFailed("If-Match must be a position version number.", code="invalid_if_match")
-            expected_version = int(if_match)
         result = services.stock_adjust(
             sku=data["sku"],
             location=data["location"],

@@ -8,7 +8,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.errors import ValidationFailed
+from core.errors import NotFound, ValidationFailed
 from core.idempotency import IdempotencyMixin
 from core.pagination import PageNumberPagination
 from inventory.services import MovementContext
@@ -22,6 +22,14 @@ from reservations.serializers import (
 
 # Reading a reservation is part of running a checkout, so the same scope covers it.
 SCOPES = {"GET": "reservations:write", "POST": "reservations:write"}
+
+
+def _reservation_id(value: str) -> str:
+    """Reservation ids are UUIDs in ASCII: uuid.UUID() reads "٣" as the hex digit 3, so an id in
+    other digits would name an existing reservation."""
+    if not value.isascii():
+        raise NotFound(f"Unknown reservation '{value[:60]}'.", code="reservation_not_found")
+    return value
 
 
 def _context(request) -> MovementContext:
@@ -84,7 +92,8 @@ class ReservationDetail(APIView):
 
     @extend_schema(responses=ReservationOutSerializer)
     def get(self, request, reservation_id):
-        return Response(selectors.reservation_to_dict(selectors.reservation_get(reservation_id=reservation_id)))
+        reservation = selectors.reservation_get(reservation_id=_reservation_id(reservation_id))
+        return Response(selectors.reservation_to_dict(reservation))
 
 
 class ReservationCommit(IdempotencyMixin, APIView):
@@ -93,7 +102,8 @@ class ReservationCommit(IdempotencyMixin, APIView):
 
     @extend_schema(request=None, responses=ReservationOutSerializer)
     def post(self, request, reservation_id):
-        return _answer(services.reservation_commit(reservation_id=reservation_id, context=_context(request)))
+        return _answer(services.reservation_commit(reservation_id=_reservation_id(reservation_id),
+                                                   context=_context(request)))
 
 
 class ReservationRelease(IdempotencyMixin, APIView):
@@ -102,7 +112,8 @@ class ReservationRelease(IdempotencyMixin, APIView):
 
     @extend_schema(request=None, responses=ReservationOutSerializer)
     def post(self, request, reservation_id):
-        return _answer(services.reservation_release(reservation_id=reservation_id, context=_context(request)))
+        return _answer(services.reservation_release(reservation_id=_reservation_id(reservation_id),
+                                                    context=_context(request)))
 
 
 class ReservationExtend(IdempotencyMixin, APIView):
@@ -113,6 +124,6 @@ class ReservationExtend(IdempotencyMixin, APIView):
     def post(self, request, reservation_id):
         serializer = ReservationExtendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        return _answer(services.reservation_extend(reservation_id=reservation_id,
+        return _answer(services.reservation_extend(reservation_id=_reservation_id(reservation_id),
                                                    ttl_seconds=serializer.validated_data["ttl_seconds"],
                                                    context=_context(request)))

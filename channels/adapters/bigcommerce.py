@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from channels.adapters.base import ChannelAdapter
+from core.parsing import ascii_int, json_int
 
 
 class BigCommerceAdapter(ChannelAdapter):
@@ -46,16 +47,28 @@ class BigCommerceAdapter(ChannelAdapter):
             return "sale"
         if scope == "store/order/statusUpdated":
             status = ((payload.get("data") or {}).get("status") or {}).get("new_status_id")
-            return self.restock_status_ids.get(int(status)) if str(status).isdigit() else None
+            return self.restock_status_ids.get(ascii_int(str(status)))  # "²".isdigit(), int("²") raises
         return None
 
+    @staticmethod
+    def _order_id(payload) -> int:
+        """The order id as BigCommerce sends it (a number); ValueError for anything else, so the
+        event fails as an invalid payload instead of being fetched for "٣" or retried for "²"."""
+        return json_int(payload["data"]["id"])
+
     def needs_fetch(self, channel, delivery, payload) -> bool:
-        return isinstance(payload, dict) and self._order_action(payload) is not None
+        if not isinstance(payload, dict) or self._order_action(payload) is None:
+            return False
+        try:
+            self._order_id(payload)
+        except (KeyError, TypeError, AttributeError, ValueError):
+            return False  # nothing to fetch: parse_webhook reports the payload as invalid
+        return True
 
     def fetch(self, channel, session, delivery, payload) -> dict:
         """The order's products from the v2 Orders API, all pages. Raises requests exceptions
         (network errors, HTTPError with the status); the caller decides retry vs fail."""
-        order_id = int(payload["data"]["id"])
+        order_id = self._order_id(payload)
         store_hash = (channel.settings or {}).get("store_hash", "")
         url = f"{channel.base_url.rstrip('/')}/stores/{store_hash}/v2/orders/{order_id}/products"
         headers = {"X-Auth-Token": (channel.credentials or {}).get("access_token", ""),
@@ -84,12 +97,12 @@ class BigCommerceAdapter(ChannelAdapter):
         action = self._order_action(payload)
         if action is None:
             return []
-        order_id = str(payload["data"]["id"])
+        order_id = str(self._order_id(payload))
         created = payload.get("created_at")
         occurred = datetime.fromtimestamp(created, tz=UTC) if isinstance(created, int | float) else None
         events = []
         for line in (payload.get("_fetched") or {}).get("products") or []:
-            quantity = int(line.get("quantity") or 0)
+            quantity = json_int(line.get("quantity") or 0)
             if quantity <= 0:
                 continue
             ids = {k: str(line[k]) for k in ("variant_id", "product_id") if line.get(k)}

@@ -13,6 +13,7 @@ import time
 import requests
 
 from channels.adapters.base import PushItem, PushOutcome
+from core.parsing import ascii_int
 
 CONNECT_TIMEOUT = 3.05  # seconds; just over a TCP retransmit window
 READ_TIMEOUT = 10.0  # seconds; the slowest marketplace batch endpoints answer well within this
@@ -40,7 +41,8 @@ def root(channel) -> str:
 def num(value):
     """Marketplace ids that are numbers travel as JSON numbers; anything else as a string."""
     text = str(value)
-    return int(text) if text.isdigit() else text
+    number = ascii_int(text, maximum=None)  # not isdigit(): "²" passes it and int() refuses it
+    return number if number is not None else text
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:

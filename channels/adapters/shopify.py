@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from channels.adapters.base import ChannelAdapter
+from core.parsing import json_int
 
 
 class ShopifyAdapter(ChannelAdapter):
@@ -53,14 +54,14 @@ class ShopifyAdapter(ChannelAdapter):
             for line in payload.get("line_items") or []:
                 if line.get("gift_card"):
                     continue  # no stock behind a gift card
-                quantity = int(line.get("quantity") or 0)
+                quantity = json_int(line.get("quantity") or 0)
                 if topic == "orders/cancelled":
                     # Stock back only for what never shipped.
                     status = line.get("fulfillment_status")
                     if status == "fulfilled":
                         quantity = 0
                     elif status == "partial":
-                        quantity = int(line.get("fulfillable_quantity") or 0)
+                        quantity = json_int(line.get("fulfillable_quantity") or 0)
                 if quantity <= 0:
                     continue
                 selling = topic == "orders/create"
@@ -81,7 +82,7 @@ class ShopifyAdapter(ChannelAdapter):
             events = []
             for item in payload.get("refund_line_items") or []:
                 kind = self.restock_types.get(str(item.get("restock_type") or "").lower())
-                quantity = int(item.get("quantity") or 0)
+                quantity = json_int(item.get("quantity") or 0)
                 if kind is None or quantity <= 0:
                     continue  # no_restock: money back, goods not back on the shelf
                 line = item.get("line_item") or {}
@@ -103,7 +104,7 @@ class ShopifyAdapter(ChannelAdapter):
             return [CanonicalEvent(
                 event_id=f"{slug}:level:{delivery.delivery_id}",
                 type="count",
-                quantity=int(payload["available"]),
+                quantity=json_int(payload["available"]),  # may be negative (oversold)
                 occurred_at=when(payload.get("updated_at")),
                 external_id=str(payload["inventory_item_id"]),
                 source=f"shopify:{slug}",

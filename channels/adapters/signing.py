@@ -17,6 +17,8 @@ import hashlib
 import hmac
 import time
 
+from core.parsing import ascii_int
+
 STANDARD_WEBHOOKS_TOLERANCE = 300  # seconds either side of our clock (the specification's default)
 WHSEC_PREFIX = "whsec_"
 
@@ -70,9 +72,8 @@ def standard_webhooks_verify(
     and any `v1,` entry of the signature header matches. Never raises on malformed input."""
     if not secret or not msg_id or timestamp in (None, "") or not signature_header:
         return False
-    try:
-        ts = int(str(timestamp).strip())
-    except ValueError:
+    ts = ascii_int(str(timestamp).strip())  # integer seconds in ASCII ("٣" is not a time)
+    if ts is None:
         return False
     if abs((time.time() if now is None else now) - ts) > tolerance:
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from channels.adapters.base import ChannelAdapter
+from core.parsing import json_int
 
 
 class WooCommerceAdapter(ChannelAdapter):
@@ -56,10 +57,11 @@ class WooCommerceAdapter(ChannelAdapter):
             return []  # pending / draft: WooCommerce has not taken stock yet
         order_id = str(payload["id"])
         stamp = payload.get("date_modified_gmt") or payload.get("date_created_gmt")
-        occurred = parse_datetime(stamp + "+00:00") if isinstance(stamp, str) and stamp[-1].isdigit() else None
+        naive_utc = isinstance(stamp, str) and stamp.isascii() and stamp[-1:].isdigit()  # ASCII: not "٣"
+        occurred = parse_datetime(stamp + "+00:00") if naive_utc else None
         events = []
         for line in payload.get("line_items") or []:
-            quantity = int(line.get("quantity") or 0)
+            quantity = json_int(line.get("quantity") or 0)
             if quantity <= 0:
                 continue
             ids = {k: str(line[k]) for k in ("variation_id", "product_id") if line.get(k)}

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from channels.models import Channel, ChannelListing
-from ingestion.services import inbound_events_drain
+from ingestion.services import channels_awaiting_fetch, inbound_events_drain, inbound_events_fetch
 from tests.factories import LocationFactory, SkuFactory
 
 SHOPIFY_SECRET = "shpss_test_secret"
@@ -71,9 +71,12 @@ def post_webhook(client, slug: str, payload, headers: dict, *, raw: bytes | None
 
 
 def drain_all(max_rounds: int = 20) -> int:
-    """Run the drain in-process until nothing due is left; returns events claimed."""
+    """Run, in-process, what the workers run until nothing due is left: the fetch task for each
+    channel whose events wait for their data (BigCommerce), then the drain. Returns events claimed."""
     total = 0
     for _ in range(max_rounds):
+        for channel_id in channels_awaiting_fetch():
+            inbound_events_fetch(channel_id=channel_id)
         result = inbound_events_drain()
         total += result.claimed
         if result.claimed == 0:

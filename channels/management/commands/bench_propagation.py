@@ -131,7 +131,7 @@ class Command(BaseCommand):
              "--concurrency", str(concurrency), "--hostname", f"bench-{os.getpid()}@%h", "--without-gossip",
              "--without-mingle"],
             cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        from config.celery import app
+        from celery import current_app as app  # the project app, loaded by config at start-up
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
