@@ -1,5 +1,5 @@
 """State that keeps one marketplace's fetches from hurting anyone else, kept in Redis (shared by
-every worker, no database rows), used by ingestion.services.inbound_events_fetch:
+every worker, no database rows), used by ingestion.fetch.inbound_events_fetch:
 
 - a per-channel **circuit breaker**: after the channel's `circuit_failure_threshold` consecutive
   failures (no answer, a timeout, 5xx, 401/403/408) its fetches are skipped for

@@ -8,7 +8,7 @@ from inventory.serializers import StrictIntegerField
 
 
 class CanonicalEventSerializer(serializers.Serializer):
-    """Documentation of one canonical event; validation is per item in ingestion.canonical."""
+    """Documentation of one canonical event; validation is per item in channels.adapters.canonical."""
 
     event_id = serializers.CharField(max_length=200)
     type = serializers.ChoiceField(choices=["sale", "return", "receipt", "adjustment", "count", "transfer",

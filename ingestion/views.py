@@ -127,7 +127,7 @@ def webhook_receive(request, slug: str):
 class EventsJSONParser(JSONParser):
     """Strict JSON (no NaN/Infinity, finite numbers, bounded nesting: a 400 for the request), but
     strings are left to per-item validation: a NUL or lone surrogate in one event rejects that
-    event in "rejected" (ingestion.canonical), and the rest of the batch is accepted."""
+    event in "rejected" (channels.adapters.canonical), and the rest of the batch is accepted."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         raw = stream.read() if stream is not None else b""

@@ -30,7 +30,7 @@ class StandardWebhookAdapter(ChannelAdapter):
                         extra_headers={"timestamp": header(headers, "webhook-timestamp") or ""})
 
     def parse_webhook(self, channel, delivery, payload):
-        from ingestion.canonical import MAX_BATCH, CanonicalError, canonical_event_parse
+        from channels.adapters.canonical import MAX_BATCH, CanonicalError, canonical_event_parse
 
         events = payload.get("events") if isinstance(payload, dict) else None
         if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH:

@@ -20,8 +20,8 @@ from django.db.models import Q
 
 from channels.adapters import adapter_for
 from channels.adapters.base import CanonicalEvent, Delivery
+from channels.adapters.canonical import CanonicalError, canonical_event_parse
 from channels.models import Channel, ChannelListing
-from ingestion.canonical import CanonicalError, canonical_event_parse
 from ingestion.models import InboundEvent, IngestedOrderLine
 from inventory.models import Location, MovementType, Sku
 

@@ -1,0 +1,200 @@
+"""Draining: `inbound_events_drain` claims a batch with SELECT ... FOR UPDATE SKIP LOCKED (several
+workers take disjoint batches), applies it in the same transaction (ingestion.processing) and
+marks each event done/failed/retrying. A worker killed mid-batch rolls the whole transaction
+back: its events are pending again, unlocked, and nothing was half-applied. Also the sweep and
+reprocessing, which send events through the drain again."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from channels.models import Channel
+from core.errors import DomainError
+from core.jsonsafe import json_replace_nul, text_clean
+from ingestion.models import InboundEvent
+from ingestion.processing import BatchProcessor, EventResult, Transient
+from ingestion.scheduling import (
+    awaiting_fetch,
+    batch_size,
+    channels_awaiting_fetch,
+    drain_enqueue,
+    drain_kick,
+    fetch_enqueue,
+    fetch_kick_now,
+    max_attempts,
+    retry_delay,
+    worker_name,
+)
+
+logger = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------ drain
+
+
+@dataclass
+class DrainResult:
+    claimed: int = 0
+    done: int = 0
+    ignored: int = 0
+    failed: int = 0
+    retrying: int = 0
+
+
+def inbound_events_drain(*, limit: int | None = None, worker: str | None = None, on_full_batch=None) -> DrainResult:
+    """Claim up to `limit` due pending events (SKIP LOCKED) and apply them in one transaction.
+
+    `on_full_batch` is called once the claim returned a full batch, before applying it, so a
+    helper drain can start on the next batch in parallel (other workers skip our locked rows).
+    """
+    limit = limit or batch_size()
+    worker = worker or worker_name()
+    result = DrainResult()
+    now = timezone.now()
+    with transaction.atomic():
+        events = list(
+            InboundEvent.objects.select_for_update(skip_locked=True, of=("self",)).select_related("channel")
+            .filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=now)
+            # Events still waiting for their channel's data (BigCommerce products) belong to the
+            # fetch task (inbound_events_fetch): the drain makes no HTTP call, and they take no
+            # slot in its batch, so a slow marketplace delays nobody else's events.
+            .exclude(awaiting_fetch())
+            .order_by("id")[:limit]
+        )
+        result.claimed = len(events)
+        if not events:
+            return result
+        if on_full_batch is not None and len(events) == limit:
+            on_full_batch()
+        ready = events
+        outcomes = _process(ready, worker) if ready else {}
+        finished_at = timezone.now()
+        for event in ready:
+            outcome = outcomes[event.pk]
+            event.attempts += 1
+            event.processed_by = worker[:200]
+            event.outcome = outcome.outcome or event.outcome
+            if outcome.transient and event.attempts < max_attempts():
+                event.status = InboundEvent.Status.PENDING
+                event.next_attempt_at = finished_at + retry_delay(event.attempts)
+                result.retrying += 1
+            else:
+                event.status = InboundEvent.Status.FAILED if outcome.transient else outcome.status
+                event.processed_at = finished_at
+            # Texts from payloads and exceptions may hold what PostgreSQL cannot store (NUL):
+            # cleaned, so saving the outcomes can never fail the batch.
+            event.outcome = json_replace_nul(event.outcome)
+            event.error_code, event.last_error = text_clean(outcome.error_code)[:64], text_clean(outcome.error)[:2000]
+            result.done += event.status == InboundEvent.Status.DONE
+            result.ignored += event.status == InboundEvent.Status.IGNORED
+            result.failed += event.status == InboundEvent.Status.FAILED
+        _events_save(ready)
+    return result
+
+
+def _process(events: list[InboundEvent], worker: str) -> dict[int, EventResult]:
+    """Apply a claimed batch so that no event, however bad, can hold back another.
+
+    1. Fast path: the whole batch without per-event savepoints (errors are rare, and the
+       savepoints' round trips are most of a drain's cost).
+    2. On any error, roll that back and apply event by event (a savepoint each, inside one
+       BatchProcessor: one lock set, one settlement per order).
+    3. If even that fails as a whole (an error outside any one event's lines: a lookup, the lock
+       step, the stock-change hook), apply each event in a batch of its own; an event that still
+       fails alone is retried per policy with the error as its reason.
+    Every path ends with an outcome for every event, so the drain never claims the same
+    poisoned batch again without having moved its attempt counters."""
+    try:
+        with transaction.atomic():
+            return BatchProcessor(events, worker=worker).run()
+    except Exception as exc:
+        logger.info("drain fast path aborted (%s: %s); applying event by event", type(exc).__name__, exc)
+    try:
+        with transaction.atomic():
+            return BatchProcessor(events, worker=worker, careful=True).run()
+    except Exception:
+        logger.warning("drain batch failed as a whole; applying each event alone", exc_info=True)
+    results: dict[int, EventResult] = {}
+    for event in events:
+        try:
+            with transaction.atomic():
+                results.update(BatchProcessor([event], worker=worker, careful=True).run())
+        except Exception as exc:
+            logger.warning("inbound event %s failed on its own; will retry", event.pk, exc_info=True)
+            code = getattr(exc, "code", "") if isinstance(exc, Transient | DomainError) else "unexpected_error"
+            results[event.pk] = EventResult(InboundEvent.Status.PENDING, code[:64], f"{type(exc).__name__}: {exc}",
+                                            transient=True)
+    return results
+
+
+def _events_save(events: list[InboundEvent]) -> None:
+    """Write the batch's statuses in one UPDATE ... FROM (VALUES ...) (Django's bulk_update builds
+    a CASE per row and field, which costs more than applying the events)."""
+    from psycopg.types.json import Jsonb
+
+    row = "(%s::bigint, %s::varchar, %s::integer, %s::timestamptz, %s::varchar, %s::text, %s::jsonb, " \
+          "%s::timestamptz, %s::varchar)"
+    params = []
+    for e in events:
+        params += [e.pk, e.status, e.attempts, e.next_attempt_at, e.error_code, e.last_error, Jsonb(e.outcome),
+                   e.processed_at, e.processed_by]
+    table = InboundEvent._meta.db_table
+    sql = (f"UPDATE {table} AS t SET status = v.status, attempts = v.attempts, "  # noqa: S608 - fixed names
+           "next_attempt_at = v.next_attempt_at, error_code = v.error_code, last_error = v.last_error, "
+           "outcome = v.outcome, processed_at = v.processed_at, processed_by = v.processed_by "
+           f"FROM (VALUES {', '.join([row] * len(events))}) AS v(id, status, attempts, next_attempt_at, error_code, "
+           "last_error, outcome, processed_at, processed_by) WHERE t.id = v.id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+
+def inbound_events_sweep() -> int:
+    """Queue a drain if due pending events exist (a lost wake-up, retries whose backoff ended),
+    and a fetch for each channel whose due events wait for their data (the same, or a circuit's
+    cool-down that ended). Returns how many events were due for the drain."""
+    due = (InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=timezone.now())
+           .exclude(awaiting_fetch()).count())
+    if due:
+        drain_enqueue()
+    for channel_id in channels_awaiting_fetch():
+        fetch_enqueue(channel_id)
+    return due
+
+
+def inbound_events_reprocess(*, ids: list[int] | None = None, channel: Channel | None = None,
+                             statuses: tuple[str, ...] = (InboundEvent.Status.FAILED,),
+                             error_code: str | None = None) -> int:
+    """Send failed (or, named by id, ignored/done) events through the drain again, e.g. after the
+    missing SKU or listing was created. Safe for any event: lines already applied replay as
+    no-ops (ledger keys). Returns how many were queued."""
+    qs = InboundEvent.objects.exclude(status=InboundEvent.Status.PENDING)
+    qs = qs.filter(pk__in=ids) if ids is not None else qs.filter(status__in=statuses)
+    if channel is not None:
+        qs = qs.filter(channel=channel)
+    if error_code:
+        qs = qs.filter(error_code=error_code)
+    # invalid_json events stay failed: the stored bytes will never parse.
+    qs = qs.exclude(error_code="invalid_json", payload__isnull=True)
+    with transaction.atomic():
+        count = qs.update(status=InboundEvent.Status.PENDING, attempts=0, next_attempt_at=timezone.now(),
+                          error_code="", processed_at=None)
+        if count:
+            drain_kick()
+            transaction.on_commit(fetch_kick_due, robust=True)  # those that need their data fetched again
+    return count
+
+
+def fetch_kick_due() -> None:
+    fetch_kick_now(channels_awaiting_fetch())
+
+
+def oversell_incidents_resolve(*, ids: list[int], note: str = "") -> int:
+    """Mark incidents handled (stock found, order cancelled...). Stock is not touched here."""
+    from ingestion.models import OversellIncident
+
+    return OversellIncident.objects.filter(pk__in=ids, resolved_at__isnull=True).update(
+        resolved_at=timezone.now(), resolution_note=note)

@@ -1,0 +1,152 @@
+"""Receiving is deliberately thin (verify, one INSERT, answer): the sender gets its 200 as soon
+as the raw event is committed, and processing happens in the drain. The only thing that leaves
+the request after commit is a debounced "drain now" task; if that message is lost (broker down,
+process killed between commit and enqueue) the beat sweeper finds the pending rows and
+re-enqueues, so an accepted event is never lost."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from django.db import connection
+from django.utils import timezone
+
+from channels.adapters.base import ChannelAdapter, Delivery
+from channels.adapters.canonical import MAX_BATCH, CanonicalError, canonical_event_parse, canonical_event_to_json
+from channels.models import Channel
+from core.errors import ValidationFailed
+from core.jsonsafe import json_contains_nul, json_parse, json_replace_nul, text_clean
+from ingestion.models import InboundEvent
+from ingestion.scheduling import drain_kick, fetch_kick
+
+logger = logging.getLogger(__name__)
+
+MAX_WEBHOOK_BYTES = 1024 * 1024  # contract: a body over 1 MiB is refused with 413
+# Request headers never stored with an event (credentials of whoever relayed the request).
+DROPPED_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-api-key"}
+
+# ------------------------------------------------------------------------------ intake
+
+_COLUMNS = ("channel_id", "source", "dedup_key", "delivery_id", "topic", "headers", "body", "payload", "fetched",
+            "status", "attempts", "next_attempt_at", "error_code", "last_error", "outcome", "received_at",
+            "processed_at", "processed_by")
+_JSON_COLUMNS = {"headers", "payload", "fetched", "outcome"}
+
+
+def _insert_new(rows: list[dict]) -> list[int]:
+    """INSERT the rows, skipping any whose dedup_key exists (ON CONFLICT DO NOTHING), in one
+    statement; returns the ids actually inserted. Concurrent twins: exactly one wins."""
+    if not rows:
+        return []
+    from psycopg.types.json import Jsonb
+
+    params = []
+    for row in rows:
+        for column in _COLUMNS:
+            value = row.get(column)
+            params.append(Jsonb(value) if column in _JSON_COLUMNS and value is not None else value)
+    values = ",".join(["(" + ",".join(["%s"] * len(_COLUMNS)) + ")"] * len(rows))
+    sql = (f"INSERT INTO {InboundEvent._meta.db_table} ({', '.join(_COLUMNS)}) VALUES {values} "  # noqa: S608
+           "ON CONFLICT (dedup_key) DO NOTHING RETURNING id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _row(**fields) -> dict:
+    now = timezone.now()
+    row = {"headers": {}, "body": None, "payload": None, "fetched": None, "status": InboundEvent.Status.PENDING,
+           "attempts": 0, "next_attempt_at": now, "error_code": "", "last_error": "", "outcome": {},
+           "received_at": now, "processed_at": None, "processed_by": "", "topic": "", "channel_id": None}
+    row.update(fields)
+    return row
+
+
+@dataclass
+class WebhookAccepted:
+    event_id: int | None  # None when this delivery was already stored
+    duplicate: bool
+
+
+def webhook_accept(*, channel: Channel, adapter: ChannelAdapter, headers, body: bytes) -> WebhookAccepted:
+    """Store one verified delivery (raw body, headers) and schedule the drain.
+
+    The caller has verified the signature. Whatever the body is, the delivery is stored and the
+    sender gets 200 (retrying the same bytes would not help): a body that is not JSON PostgreSQL
+    can store (syntax, NaN/Infinity, 1e400, lone surrogates, a nesting bomb, bad UTF-8) is stored
+    as failed `invalid_json` with the reason, the raw bytes kept (bytea holds any bytes). NUL
+    characters inside strings are valid JSON that jsonb cannot hold: they are replaced with
+    U+FFFD in the parsed payload (the raw body keeps them) and the event is processed.
+    Dedup on the channel's delivery id; a delivery without one is identified by its body's hash.
+    """
+    try:
+        delivery = adapter.read_delivery(channel, headers, body)
+    except Exception:  # e.g. RecursionError from an adapter reading a nesting bomb: still store it
+        logger.warning("%s could not read the delivery's id/topic; using the body hash", type(adapter).__name__,
+                       exc_info=True)
+        delivery = Delivery(delivery_id="", topic="")
+    delivery_id = text_clean((delivery.delivery_id or "").strip()[:255]) or "sha256:" + hashlib.sha256(body).hexdigest()
+    try:
+        payload, error = json_parse(body, allow_nul=True), ""
+    except ValueError as exc:
+        payload, error = None, f"The body is not valid JSON: {exc}"
+    if payload is not None and json_contains_nul(payload):
+        payload = json_replace_nul(payload)
+    kept = {text_clean(str(name)): text_clean(str(value)) for name, value in headers.items()
+            if str(name).lower() not in DROPPED_HEADERS}
+    row = _row(channel_id=channel.pk, source=InboundEvent.Source.WEBHOOK, dedup_key=f"wh:{channel.pk}:{delivery_id}",
+               delivery_id=delivery_id, topic=text_clean(str(delivery.topic or ""))[:100], headers=kept, body=body,
+               payload=payload)
+    if error:
+        row.update(status=InboundEvent.Status.FAILED, error_code="invalid_json", last_error=error[:2000],
+                   processed_at=row["received_at"])
+    inserted = _insert_new([row])
+    if inserted and not error:
+        if hasattr(adapter, "needs_fetch"):
+            fetch_kick([channel.pk])  # thin payload (BigCommerce): its data first, then the drain
+        else:
+            drain_kick()
+    return WebhookAccepted(event_id=inserted[0] if inserted else None, duplicate=not inserted)
+
+
+@dataclass
+class BatchAccepted:
+    accepted: int
+    duplicates: int
+    rejected: list[dict]
+
+    def as_dict(self) -> dict:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+
+def events_accept(*, events, source: str = "api") -> BatchAccepted:
+    """Store a canonical batch (1 to 1000 events) in one INSERT; `event_id` dedups forever.
+
+    Items are validated for shape only; a malformed one is rejected with its index and the rest
+    are accepted. Whether the SKU/location exists is decided when processing (an unknown one
+    fails visibly and is reprocessed once it exists), so intake never waits on lookups.
+    """
+    if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH:
+        raise ValidationFailed(f"events must be a list of 1 to {MAX_BATCH} events.", code="validation_error")
+    rejected, rows, seen = [], [], set()
+    duplicates = 0
+    for index, raw in enumerate(events):
+        try:
+            event = canonical_event_parse(raw, default_source=source)
+        except CanonicalError as exc:
+            rejected.append({"index": index, "error": exc.code, "detail": exc.detail})
+            continue
+        dedup_key = f"api:{event.event_id}"
+        if dedup_key in seen:
+            duplicates += 1  # the same event twice in one batch
+            continue
+        seen.add(dedup_key)
+        rows.append(_row(source=InboundEvent.Source.API, dedup_key=dedup_key, delivery_id=event.event_id,
+                         topic=event.type, payload=canonical_event_to_json(event)))
+    inserted = _insert_new(rows)
+    if inserted:
+        drain_kick()
+    return BatchAccepted(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted),
+                         rejected=rejected)
