@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -18,6 +17,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from channels.adapters import ADAPTERS
+from core.backoff import backoff_delay
 from ingestion.models import InboundEvent
 
 logger = logging.getLogger(__name__)
@@ -35,9 +35,9 @@ def max_attempts() -> int:
 
 
 def retry_delay(attempts: int) -> timedelta:
-    """Exponential backoff with jitter: 2 s, 4 s, 8 s ... capped at 10 minutes."""
-    base = min(2.0 * 2 ** max(attempts - 1, 0), 600.0)
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+    """The shared backoff (core.backoff): up to 2 s, 4 s, 8 s ... capped at 10 minutes, never
+    sooner than 1 s (so the next drain does not claim the event straight back)."""
+    return timedelta(seconds=backoff_delay(attempt=attempts, base=2.0, cap=600.0, floor=1.0))
 
 
 def worker_name() -> str:

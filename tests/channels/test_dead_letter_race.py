@@ -3,9 +3,9 @@
 
 import pytest
 
-from channels import propagation
 from channels.models import DeadLetter, DirtyPair
 from channels.propagation import channel_push
+from channels.propagation import push as propagation  # where the push loop calls _send
 from inventory import services as stock
 
 pytestmark = pytest.mark.django_db

@@ -309,7 +309,8 @@ def test_changes_while_in_flight_are_pushed_again_with_the_newer_value(simulator
     stock.stock_receive(sku=sku, location=location, quantity=10)
     pair = DirtyPair.objects.get(channel=channel)
     # a push read generation g; a change lands (g+1) before the ack: the pair must stay dirty
-    from channels.propagation import _Claimed, _settle_without_sending
+    from channels.propagation.base import _Claimed
+    from channels.propagation.outbox import _settle_without_sending
 
     stale = _Claimed(pair.pk, sku.pk, sku.code, pair.generation, 0, False, "", None, 10)
     stock.stock_sell(sku=sku, location=location, quantity=3)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from channels import propagation
 from channels.models import ChannelSkuState, DirtyPair
-from channels.propagation import channel_push, channel_quantities
+from channels.propagation import base, channel_push, channel_quantities, push, record
 from inventory import services as stock
 from tests.channels.conftest import external_id
 from tests.factories import SkuFactory
@@ -25,8 +24,8 @@ def test_a_stalled_push_holder_cannot_record_an_older_quantity(simulator, make_c
     channel = make_channel("shopify")
     list_sku(channel, sku)
     stock.stock_receive(sku=sku, location=location, quantity=7)
-    stale_fence = propagation._fence_issue(channel.pk)
-    claimed = propagation._claim(channel, propagation.timezone.now())
+    stale_fence = record._fence_issue(channel.pk)
+    claimed = push._claim(channel, push.timezone.now())
     assert [c.quantity for c in claimed] == [7]
     listings = {c.sku_id: {"external_id": c.external_id, "attributes": c.attributes} for c in claimed}
     # ... then A stalls; its lock expires; 2 are sold and holder B pushes 5
@@ -36,9 +35,9 @@ def test_a_stalled_push_holder_cannot_record_an_older_quantity(simulator, make_c
     assert simulator.state.levels(channel.slug)["levels"][ext] == 5
 
     # when A wakes up: its request (the older 7) reaches the marketplace after B's
-    result = propagation._send(channel, claimed, listings)
+    result = push._send(channel, claimed, listings)
     assert simulator.state.levels(channel.slug)["levels"][ext] == 7
-    recorded = propagation._record(channel, claimed, result, propagation.PushReport(), probe=False,
+    recorded = record._record(channel, claimed, result, base.PushReport(), probe=False,
                                    fence=stale_fence)
 
     # then A's result is refused, nothing says 7 was pushed, and the pair is queued again

@@ -1,0 +1,80 @@
+"""Shared pieces of the push path: limits, the HTTP session, and the records passed between steps."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from channels.adapters.base import PushOutcome
+from channels.adapters.http import TimeoutSession
+
+logger = logging.getLogger(__name__)
+
+
+CLAIM_SIZE = 500  # pairs read per drain round; batches are cut from them
+LOCK_TTL = 60.0  # seconds; > connect+read timeouts of one request, extended after every request
+MAX_INLINE_WAIT = 2.0  # rate-limit waits up to this are slept; longer ones end the drain
+DRAIN_BUDGET = 30.0  # seconds one task drains before handing over (far below the task time limit)
+CHANNEL_FAILURE_STATUSES = {401, 403, 408}  # plus no answer and 5xx: the channel, not the item
+
+
+# ------------------------------------------------------------------------------ draining
+
+_sessions = threading.local()
+
+
+def _session() -> TimeoutSession:
+    session = getattr(_sessions, "session", None)
+    if session is None:
+        session = _sessions.session = TimeoutSession()
+    return session
+
+
+
+
+@dataclass
+class PushReport:
+    """What one `channel_push` call did; `wake_in` is when the channel wants draining again."""
+
+    requests: int = 0
+    pushed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    busy: bool = False
+    wake_in: float | None = None
+
+
+@dataclass
+class _Claimed:
+    pair_id: int
+    sku_id: int
+    sku_code: str
+    generation: int
+    attempts: int
+    force: bool
+    first_error: str
+    first_failed_at: object
+    quantity: int = 0
+    last_pushed: int | None = None
+    external_id: str | None = None
+    attributes: dict | None = None
+
+
+class _Stop(Exception):  # noqa: N818 - control flow inside the drain
+    pass
+
+
+
+
+@dataclass
+class _Result:
+    outcomes: dict[str, PushOutcome]
+    started_at: object
+    latency_ms: float
+    http_status: int | None
+    rate_limited: bool
+    retry_after: float | None
+    channel_failed: bool
+    error: str

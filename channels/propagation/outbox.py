@@ -1,0 +1,162 @@
+"""The outbox: (channel, SKU) pairs marked dirty in the stock transaction, woken on commit, settled
+after a push. Every statement that changes several rows takes them in (channel, sku) order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from channels.models import (
+    Channel,
+    ChannelListing,
+    DirtyPair,
+)
+from channels.propagation.base import (
+    _Claimed,
+)
+from channels.ratelimit import wake_claim
+from inventory.hooks import StockChange
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------ marking (the outbox)
+
+
+def pairs_mark_dirty(*, sku_ids: Iterable[int], location_ids: Iterable[int] | None = None,
+                     channel_ids: Iterable[int] | None = None, force: bool = False) -> list[int]:
+    """Mark (channel, SKU) pairs dirty for every push-enabled channel listing these SKUs, in the
+    caller's transaction, in one statement. With `location_ids`, channels whose eligible
+    locations exclude all of them are skipped (their quantity cannot have changed).
+    `force` sends the pair even if its quantity equals the last pushed value. Rows are upserted in
+    (channel, sku) order so concurrent markers never deadlock. Returns the channel ids marked."""
+    sku_ids = sorted(set(sku_ids))
+    if not sku_ids:
+        return []
+    through = Channel.locations.through._meta.db_table
+    params = {"skus": sku_ids, "force": force,
+              "locs": sorted(set(location_ids)) if location_ids is not None else None,
+              "channels": sorted(set(channel_ids)) if channel_ids is not None else None}
+    sql = f"""
+        INSERT INTO {DirtyPair._meta.db_table}
+            (channel_id, sku_id, generation, force, marked_at, next_attempt_at, attempts,
+             first_error, last_error)
+        SELECT l.channel_id, l.sku_id, 1, %(force)s, clock_timestamp(), clock_timestamp(), 0, '', ''
+        FROM {ChannelListing._meta.db_table} l
+        JOIN {Channel._meta.db_table} c ON c.id = l.channel_id
+        WHERE l.sku_id = ANY(%(skus)s) AND c.active AND c.push_enabled
+          AND (%(channels)s::bigint[] IS NULL OR l.channel_id = ANY(%(channels)s::bigint[]))
+          AND (%(locs)s::bigint[] IS NULL
+               OR NOT EXISTS (SELECT 1 FROM {through} cl WHERE cl.channel_id = c.id)
+               OR EXISTS (SELECT 1 FROM {through} cl
+                          WHERE cl.channel_id = c.id AND cl.location_id = ANY(%(locs)s::bigint[])))
+        ORDER BY l.channel_id, l.sku_id
+        ON CONFLICT (channel_id, sku_id) DO UPDATE SET
+            generation = {DirtyPair._meta.db_table}.generation + 1,
+            force = {DirtyPair._meta.db_table}.force OR EXCLUDED.force,
+            next_attempt_at = CASE WHEN EXCLUDED.force
+                THEN LEAST({DirtyPair._meta.db_table}.next_attempt_at, EXCLUDED.next_attempt_at)
+                ELSE {DirtyPair._meta.db_table}.next_attempt_at END
+        RETURNING channel_id
+    """  # noqa: S608 - table names come from model metadata; values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return sorted({row[0] for row in cursor.fetchall()})
+
+
+class _ChannelWake:
+    """What `enqueue_on_commit` sends after commit: a push task for each channel that has none
+    queued yet (`wake_claim` debounces a burst of commits into a handful of tasks)."""
+
+    name = "channels.push_channel"
+
+    def apply_async(self, args=(), kwargs=None):
+        from channels.tasks import channel_push_task
+
+        (channel_ids,) = args
+        for channel_id, wanted in zip(channel_ids, wake_claim(channel_ids), strict=True):
+            if wanted:
+                channel_push_task.apply_async(args=[channel_id])
+
+
+_CHANNEL_WAKE = _ChannelWake()
+
+
+def channels_wake_on_commit(channel_ids: Iterable[int]) -> None:
+    """Wake the channels' push tasks once the transaction commits (nothing leaves before commit).
+    Losing this message loses nothing: the outbox rows are committed and the sweeper finds them."""
+    from core.oncommit import enqueue_on_commit
+
+    channel_ids = sorted(set(channel_ids))
+    if channel_ids:
+        enqueue_on_commit(_CHANNEL_WAKE, channel_ids)
+
+
+def outbox_on_stock_change(change: StockChange) -> None:
+    """Stock-change reaction (settings.STOCK_CHANGE_REACTIONS, last): mark the affected pairs
+    dirty in the stock transaction (one ordered statement) and wake their channels' push tasks
+    on commit."""
+    positions = change.positions
+    if not positions:
+        return
+    channel_ids = pairs_mark_dirty(sku_ids={p.sku_id for p in positions},
+                                   location_ids={p.location_id for p in positions})
+    channels_wake_on_commit(channel_ids)
+
+
+def channel_mark_all(*, channel: Channel, force: bool = False) -> int:
+    """Mark every listing of the channel dirty (config change, reconnect, operator re-push)."""
+    sku_ids = list(ChannelListing.objects.filter(channel=channel).values_list("sku_id", flat=True))
+    marked = pairs_mark_dirty(sku_ids=sku_ids, channel_ids=[channel.pk], force=force)
+    channels_wake_on_commit(marked)
+    return len(sku_ids) if marked else 0
+
+
+
+def _settle_without_sending(pairs: list[_Claimed]) -> int:
+    """The channel shows this quantity now (or the listing is gone): delete the outbox rows,
+    except those re-marked since we read them. Returns how many were deleted."""
+    if not pairs:
+        return 0
+    condition = Q()
+    for c in pairs:
+        condition |= Q(id=c.pair_id, generation=c.generation)
+    with transaction.atomic():
+        _lock_pairs([c.pair_id for c in pairs])
+        deleted, _ = DirtyPair.objects.filter(condition).delete()
+    return deleted
+
+
+
+def _lock_pairs(pair_ids: list[int]) -> None:
+    """Lock outbox rows in (channel, sku) order, the order stock transactions mark them in, before
+    a push-side statement changes several (one unordered DELETE could deadlock with a marker)."""
+    if not pair_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {DirtyPair._meta.db_table} WHERE id = ANY(%s) "  # noqa: S608
+                       "ORDER BY channel_id, sku_id FOR UPDATE", [sorted(pair_ids)])
+
+
+# ------------------------------------------------------------------------------ sweeping
+
+
+def channels_due() -> list[int]:
+    """Channels with due dirty pairs whose circuit is not cooling down (the sweeper wakes them:
+    retries whose wake-up hint was lost, outbox rows whose enqueue was lost)."""
+    now = timezone.now()
+    due = set(DirtyPair.objects.filter(next_attempt_at__lte=now, channel__active=True, channel__push_enabled=True)
+              .values_list("channel_id", flat=True).distinct())
+    if not due:
+        return []
+    cooling = set()
+    for pk, opened, cooldown in Channel.objects.filter(pk__in=due, circuit_state=Channel.Circuit.OPEN).values_list(
+            "pk", "circuit_opened_at", "circuit_cooldown_seconds"):
+        if opened and opened + timedelta(seconds=cooldown) > now:
+            cooling.add(pk)
+    return sorted(due - cooling)
