@@ -12,14 +12,9 @@ from receipt to applied, and the HTTP answer time of webhooks as the sender sees
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
 import random
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,33 +22,29 @@ import uuid
 from pathlib import Path
 
 import requests
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from django.db.models import Max, Min
 
-from channels.adapters.signing import hmac_sha256_base64, standard_webhooks_sign
 from channels.models import Channel, ChannelListing
 from core.auth import api_key_create
+from ingestion.management.loadtools import (
+    free_port,
+    percentile,
+    shopify_headers,
+    spawn,
+    standard_webhook_headers,
+    stop,
+    wait_until_up,
+    web_args,
+    worker_args,
+)
 from ingestion.models import InboundEvent
 from inventory.models import Location, Sku, StockPosition
 from inventory.services import stock_receive
 
-ROOT = Path(__file__).resolve().parents[3]
 SHOPIFY_SECRET = "bench-shopify-secret"  # noqa: S105 - a throwaway benchmark channel
 POS_SECRET = "whsec_" + base64.b64encode(b"bench-pos-secret-0123456789abcd").decode()
 SKU_COUNT = 500
-
-
-def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Command(BaseCommand):
@@ -87,14 +78,7 @@ class Command(BaseCommand):
             drained = self._wait_drained(mark, opts["drain_timeout"])
             self._report(mark, stats, opts, drained)
         finally:
-            for child in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGTERM)
-            for child in children:
-                try:
-                    child.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(child.pid, signal.SIGKILL)
+            stop(children)
 
     # ---------------------------------------------------------------- setup
 
@@ -120,29 +104,11 @@ class Command(BaseCommand):
 
     def _start_service(self, workers: int) -> tuple[str, list[subprocess.Popen]]:
         port = free_port()
-        env = dict(os.environ)
         logs = Path(tempfile.mkdtemp(prefix="bench-ingestion-"))
-        children = []
-        for name, args in [
-            ("web", [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
-                     "--worker-class", "gthread", "--workers", "2", "--threads", "8", "--log-level", "warning"]),
-            ("worker", [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
-                        "--concurrency", str(workers), "--hostname", f"bench-{port}@%h", "--without-gossip",
-                        "--without-mingle"]),
-        ]:
-            out = open(logs / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the child
-            children.append(subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
-                args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        children = [spawn(web_args(port), logs / "web.log"),
+                    spawn(worker_args(f"bench-{port}@%h", workers), logs / "worker.log")]
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200 and \
-                        "ready." in (logs / "worker.log").read_text():
-                    break
-            if time.monotonic() > deadline or any(c.poll() is not None for c in children):
-                raise CommandError(f"service did not start; logs in {logs}")
-            time.sleep(0.3)
+        wait_until_up(url, [logs / "worker.log"], children, timeout=60, logs=logs)
         self.stdout.write(f"started gunicorn (2x8 threads) and a worker ({workers} processes); logs in {logs}")
         return url, children
 
@@ -208,16 +174,11 @@ class Command(BaseCommand):
                       "sku": "", "fulfillment_status": None} for n in range(rng.randint(1, 3))]
             body = json.dumps({"id": order_id, "name": f"#{order_id}", "created_at": "2024-05-01T10:00:00Z",
                                "line_items": lines}).encode()
-            headers = {"X-Shopify-Hmac-Sha256": hmac_sha256_base64(SHOPIFY_SECRET.encode(), body),
-                       "X-Shopify-Topic": "orders/create", "X-Shopify-Webhook-Id": str(uuid.uuid4()),
-                       "Content-Type": "application/json"}
+            headers = shopify_headers(SHOPIFY_SECRET, body, topic="orders/create", delivery_id=str(uuid.uuid4()))
             return len(lines), session.post(f"{url}/webhooks/bench-shopify/", data=body, headers=headers, timeout=10)
         events = [self._canonical(rng) for _ in range(5)]  # a till flushing a few sales and returns
         body = json.dumps({"events": events}).encode()
-        msg_id, timestamp = f"msg_{uuid.uuid4().hex}", int(time.time())
-        headers = {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
-                   "webhook-signature": standard_webhooks_sign(POS_SECRET, msg_id, timestamp, body),
-                   "Content-Type": "application/json"}
+        headers = standard_webhook_headers(POS_SECRET, f"msg_{uuid.uuid4().hex}", body)
         return len(events), session.post(f"{url}/webhooks/bench-pos/", data=body, headers=headers, timeout=10)
 
     def _post_batch(self, session, url: str, api_key: str, rng: random.Random, size: int):
