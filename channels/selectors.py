@@ -1,5 +1,7 @@
 """Reads about channels: configuration, health, what each channel shows, dead letters."""
 
+from django.db.models import QuerySet
+
 from channels.models import Channel, ChannelListing, ChannelSkuState, DeadLetter, DirtyPair
 
 
@@ -29,7 +31,7 @@ def channel_last_pushed(*, channel: Channel, sku_id: int) -> int | None:
             .values_list("last_pushed", flat=True).first())
 
 
-def listings_for_channel(*, channel: Channel):
+def listings_for_channel(*, channel: Channel) -> QuerySet[ChannelListing]:
     return ChannelListing.objects.filter(channel=channel).select_related("sku", "channel").order_by("id")
 
 
@@ -38,7 +40,7 @@ def channel_stock(*, channel: Channel, sku_code: str) -> dict:
     from channels.propagation import channel_quantities
     from inventory.services import sku_resolve
 
-    sku = sku_resolve(sku_code)
+    sku = sku_resolve(sku=sku_code)
     state = ChannelSkuState.objects.filter(channel=channel, sku=sku).first()
     listing = ChannelListing.objects.filter(channel=channel, sku=sku).values_list("external_id", flat=True).first()
     return {
@@ -55,7 +57,8 @@ def channel_stock(*, channel: Channel, sku_code: str) -> dict:
     }
 
 
-def dead_letters_list(*, channel_slug: str | None = None, status: str | None = DeadLetter.Status.OPEN):
+def dead_letters_list(*, channel_slug: str | None = None,
+                      status: str | None = DeadLetter.Status.OPEN) -> QuerySet[DeadLetter]:
     """Dead letters, newest first; `status=None` for every status."""
     qs = DeadLetter.objects.select_related("channel", "sku").order_by("-id")
     if channel_slug:
@@ -74,7 +77,7 @@ def dead_letter_get(*, pk: int) -> DeadLetter:
     return found
 
 
-def channels_with_health():
+def channels_with_health() -> QuerySet[Channel]:
     """Channels with their backlog and open dead-letter counts in the same query (list views)."""
     from django.db.models import Count, OuterRef, Subquery
     from django.db.models.functions import Coalesce

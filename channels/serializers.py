@@ -2,11 +2,21 @@
 only whether they are set. On output `circuit` is the breaker *state* (health); its settings
 read back as `circuit_config`."""
 
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from channels.models import Channel, ChannelListing, DeadLetter
+from core.schema import PY_WHITESPACE
 from inventory.models import Location
-from inventory.serializers import StrictCharField, StrictFloatField, StrictIntegerField
+from inventory.serializers import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictSlugField,
+    StrictSlugRelatedField,
+)
 
 
 class BufferSerializer(serializers.Serializer):
@@ -14,9 +24,31 @@ class BufferSerializer(serializers.Serializer):
     value = StrictIntegerField(min_value=0, max_value=1_000_000)
 
     def validate(self, attrs):
+        # A PATCH makes nested fields optional, but a buffer only means something whole.
+        missing = [name for name in ("type", "value") if name not in attrs]
+        if missing:
+            raise serializers.ValidationError({name: "This field is required." for name in missing})
         if attrs["type"] == Channel.BufferType.PERCENT and attrs["value"] > 100:
             raise serializers.ValidationError({"value": "A percent buffer is between 0 and 100."})
         return attrs
+
+
+class UnitsBufferSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=[Channel.BufferType.UNITS])
+    value = StrictIntegerField(min_value=0, max_value=1_000_000, help_text="Units held back from the channel.")
+
+
+class PercentBufferSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=[Channel.BufferType.PERCENT])
+    value = StrictIntegerField(min_value=0, max_value=100, help_text="Percent held back from the channel.")
+
+
+# The request schema of `buffer` (validation is BufferSerializer's, below): its limit depends on its type.
+@extend_schema_field(PolymorphicProxySerializer(
+    component_name="Buffer", resource_type_field_name="type",
+    serializers={"units": UnitsBufferSerializer, "percent": PercentBufferSerializer}))
+class _BufferField(BufferSerializer):
+    pass
 
 
 class RetrySerializer(serializers.Serializer):
@@ -30,31 +62,66 @@ class CircuitSerializer(serializers.Serializer):
     cooldown_seconds = StrictFloatField(min_value=0.1, max_value=86400, required=False)
 
 
+# An http(s) URL with a host name, IPv4 address or localhost, a port and a path: a part of what
+# Django's URLValidator takes, so that the API takes exactly what its OpenAPI document states.
+_LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?"
+_OCTET = "(0|25[0-5]|2[0-4][0-9]|1[0-9]?[0-9]?|[1-9][0-9]?)"
+_HOST = f"({_LABEL}(\\.{_LABEL}){{0,3}}\\.[A-Za-z]{{2,20}}|{_OCTET}(\\.{_OCTET}){{3}}|localhost)"
+HTTP_URL = f"[hH][tT][tT][pP][sS]?://{_HOST}(:[0-9]{{1,5}})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]{{0,200}})?"
+
+
+class HttpUrlField(serializers.URLField):
+    """A marketplace's base URL (blank: none). The OpenAPI document states HTTP_URL, not `format: uri`,
+    which would promise URLs (ftp://, 300-character hosts) that are refused."""
+
+    schema_pattern = f"^[{PY_WHITESPACE}]*({HTTP_URL})?[{PY_WHITESPACE}]*$"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators.append(RegexValidator(f"^({HTTP_URL})\\Z", message="Enter an http(s) URL."))
+
+
 class ChannelWriteSerializer(serializers.Serializer):
-    slug = serializers.SlugField(max_length=64)
+    slug = StrictSlugField(max_length=64)
     name = StrictCharField(max_length=200)
     kind = serializers.ChoiceField(choices=Channel.Kind.choices)
-    base_url = serializers.URLField(max_length=500, required=False, allow_blank=True)
+    base_url = HttpUrlField(max_length=500, required=False, allow_blank=True)
     credentials = serializers.DictField(required=False)
     webhook_secret = StrictCharField(max_length=500, required=False, allow_blank=True, write_only=True)
-    default_location = serializers.SlugRelatedField(slug_field="code", queryset=Location.objects.all(),
-                                                    required=False, allow_null=True)
-    locations = serializers.SlugRelatedField(slug_field="code", queryset=Location.objects.all(), many=True,
-                                             required=False)
-    authoritative_locations = serializers.SlugRelatedField(slug_field="code", queryset=Location.objects.all(),
-                                                           many=True, required=False)
-    push_enabled = serializers.BooleanField(required=False)
-    buffer = BufferSerializer(required=False)
+    default_location = StrictSlugRelatedField(slug_field="code", queryset=Location.objects.all(),
+                                              required=False, allow_null=True)
+    locations = StrictSlugRelatedField(slug_field="code", queryset=Location.objects.all(), many=True,
+                                       required=False)
+    authoritative_locations = StrictSlugRelatedField(slug_field="code", queryset=Location.objects.all(),
+                                                     many=True, required=False)
+    push_enabled = StrictBooleanField(required=False)
+    buffer = _BufferField(required=False)
     rate_limit_per_second = StrictFloatField(min_value=0.01, max_value=10_000, required=False)
     rate_limit_burst = StrictIntegerField(min_value=1, max_value=10_000, required=False)
     retry = RetrySerializer(required=False)
     circuit = CircuitSerializer(required=False)
     settings = serializers.DictField(required=False)
-    active = serializers.BooleanField(required=False)
+    active = StrictBooleanField(required=False)
+
+
+class BufferOutSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=Channel.BufferType.choices)
+    value = serializers.IntegerField()
+
+
+class RetryOutSerializer(serializers.Serializer):
+    max_attempts = serializers.IntegerField()
+    base_delay = serializers.FloatField()
+    max_delay = serializers.FloatField()
+
+
+class CircuitOutSerializer(serializers.Serializer):
+    failure_threshold = serializers.IntegerField()
+    cooldown_seconds = serializers.FloatField()
 
 
 class ChannelReadSerializer(serializers.ModelSerializer):
-    default_location = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    default_location = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
     locations = serializers.SlugRelatedField(slug_field="code", many=True, read_only=True)
     authoritative_locations = serializers.SlugRelatedField(slug_field="code", many=True, read_only=True)
     buffer = serializers.SerializerMethodField()
@@ -62,7 +129,8 @@ class ChannelReadSerializer(serializers.ModelSerializer):
     circuit_config = serializers.SerializerMethodField()
     credentials_set = serializers.SerializerMethodField()
     webhook_secret_set = serializers.SerializerMethodField()
-    circuit = serializers.CharField(source="circuit_state", read_only=True)
+    circuit = serializers.ChoiceField(source="circuit_state", choices=Channel.Circuit.choices, read_only=True,
+                                      help_text="The circuit breaker's state (its settings: `circuit_config`).")
     backlog = serializers.SerializerMethodField()
     dead_letters = serializers.SerializerMethodField()
 
@@ -76,13 +144,16 @@ class ChannelReadSerializer(serializers.ModelSerializer):
             "last_success_at", "last_failure_at", "consecutive_failures", "circuit", "backlog", "dead_letters",
         ]
 
+    @extend_schema_field(BufferOutSerializer)
     def get_buffer(self, obj) -> dict:
         return {"type": obj.buffer_type, "value": obj.buffer_value}
 
+    @extend_schema_field(RetryOutSerializer)
     def get_retry(self, obj) -> dict:
         return {"max_attempts": obj.retry_max_attempts, "base_delay": obj.retry_base_delay,
                 "max_delay": obj.retry_max_delay}
 
+    @extend_schema_field(CircuitOutSerializer)
     def get_circuit_config(self, obj) -> dict:
         return {"failure_threshold": obj.circuit_failure_threshold, "cooldown_seconds": obj.circuit_cooldown_seconds}
 
@@ -150,6 +221,20 @@ class DeadLetterRetryResultSerializer(serializers.Serializer):
     quantity = serializers.IntegerField(allow_null=True, help_text="The quantity pushed (current at retry time).")
     error = serializers.CharField(allow_blank=True)
     queued = serializers.BooleanField()
+
+
+class DeadLetterRetriedSerializer(DeadLetterSerializer):
+    """The dead letter after the retry, and what the retry did."""
+
+    retry = DeadLetterRetryResultSerializer(read_only=True)
+
+    class Meta(DeadLetterSerializer.Meta):
+        fields = [*DeadLetterSerializer.Meta.fields, "retry"]
+
+
+class ChannelResyncSerializer(serializers.Serializer):
+    channel = serializers.CharField()
+    queued = serializers.IntegerField(help_text="Listings marked to be pushed again.")
 
 
 class DeadLetterDiscardSerializer(serializers.Serializer):

@@ -1,4 +1,5 @@
 from django.db import transaction
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -8,9 +9,11 @@ from channels import selectors, services
 from channels.models import DeadLetter
 from channels.serializers import (
     ChannelReadSerializer,
+    ChannelResyncSerializer,
     ChannelStockSerializer,
     ChannelWriteSerializer,
     DeadLetterDiscardSerializer,
+    DeadLetterRetriedSerializer,
     DeadLetterRetryResultSerializer,
     DeadLetterSerializer,
     ListingReadSerializer,
@@ -20,9 +23,15 @@ from core.errors import NotFound, ValidationFailed
 from core.idempotency import IdempotencyMixin
 from core.pagination import PageNumberPagination
 from core.parsing import ascii_int
+from core.schema import error_responses
 
 # Operations staff read channel health with an `ops` key; configuring needs `channels:write`.
 CHANNEL_SCOPES = {"GET": ("channels:write", "ops"), "POST": "channels:write", "PATCH": "channels:write"}
+
+CHANNEL_NOT_FOUND = error_responses(e404="`channel_not_found`.")
+DEAD_LETTER_ID = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
+                                  description="A dead letter's id (ASCII digits; anything else is 404).")
+DEAD_LETTER_NOT_FOUND = error_responses(e404="`dead_letter_not_found`.")
 
 
 class ChannelListCreate(IdempotencyMixin, APIView):
@@ -34,7 +43,11 @@ class ChannelListCreate(IdempotencyMixin, APIView):
             "locations", "authoritative_locations").select_related("default_location")
         return Response(ChannelReadSerializer(channels, many=True).data)
 
-    @extend_schema(request=ChannelWriteSerializer, responses={201: ChannelReadSerializer})
+    @extend_schema(request=ChannelWriteSerializer, responses={
+        201: ChannelReadSerializer,
+        **error_responses(e400="`validation_error`, e.g. a location code that does not exist.",
+                          e409="`duplicate_channel`: the slug is taken."),
+    })
     def post(self, request):
         serializer = ChannelWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -45,11 +58,13 @@ class ChannelListCreate(IdempotencyMixin, APIView):
 class ChannelDetail(IdempotencyMixin, APIView):
     required_scopes = CHANNEL_SCOPES
 
-    @extend_schema(responses=ChannelReadSerializer)
+    @extend_schema(responses={200: ChannelReadSerializer, **CHANNEL_NOT_FOUND})
     def get(self, request, slug):
         return Response(ChannelReadSerializer(selectors.channel_get(slug=slug)).data)
 
-    @extend_schema(request=ChannelWriteSerializer, responses=ChannelReadSerializer)
+    @extend_schema(request=ChannelWriteSerializer, responses={
+        200: ChannelReadSerializer, **CHANNEL_NOT_FOUND,
+        **error_responses(e400="`validation_error`, e.g. a location code that does not exist.")})
     def patch(self, request, slug):
         channel = selectors.channel_get(slug=slug)
         serializer = ChannelWriteSerializer(data=request.data, partial=True)
@@ -60,15 +75,19 @@ class ChannelDetail(IdempotencyMixin, APIView):
 
 class ListingListCreate(IdempotencyMixin, APIView):
     required_scopes = CHANNEL_SCOPES
+    pagination_class = PageNumberPagination
 
-    @extend_schema(responses=ListingReadSerializer(many=True))
+    @extend_schema(responses={200: ListingReadSerializer(many=True), **CHANNEL_NOT_FOUND})
     def get(self, request, slug):
         channel = selectors.channel_get(slug=slug)
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.listings_for_channel(channel=channel), request, view=self)
         return paginator.get_paginated_response(ListingReadSerializer(page, many=True).data)
 
-    @extend_schema(request=ListingWriteSerializer, responses={201: ListingReadSerializer})
+    @extend_schema(request=ListingWriteSerializer, responses={
+        201: ListingReadSerializer,
+        **error_responses(e404="`channel_not_found` or `sku_not_found`.",
+                          e409="`duplicate_external_id` or `duplicate_listing`.")})
     def post(self, request, slug):
         channel = selectors.channel_get(slug=slug)
         serializer = ListingWriteSerializer(data=request.data)
@@ -83,7 +102,8 @@ class ChannelStock(APIView):
 
     required_scopes = {"GET": "stock:read"}
 
-    @extend_schema(responses=ChannelStockSerializer)
+    @extend_schema(responses={200: ChannelStockSerializer,
+                              **error_responses(e404="`channel_not_found` or `sku_not_found`.")})
     def get(self, request, slug, sku):
         channel = selectors.channel_get(slug=slug)
         return Response(ChannelStockSerializer(selectors.channel_stock(channel=channel, sku_code=sku)).data)
@@ -94,7 +114,7 @@ class ChannelResync(IdempotencyMixin, APIView):
 
     required_scopes = {"POST": "channels:write"}
 
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(request=None, responses={202: ChannelResyncSerializer, **CHANNEL_NOT_FOUND})
     def post(self, request, slug):
         from channels.propagation import channel_mark_all
 
@@ -106,11 +126,16 @@ class ChannelResync(IdempotencyMixin, APIView):
 
 class DeadLetterList(APIView):
     required_scopes = {"GET": "ops"}
+    pagination_class = PageNumberPagination
 
-    @extend_schema(responses=DeadLetterSerializer(many=True), parameters=[
-        OpenApiParameter("channel", str, description="channel slug"),
-        OpenApiParameter("status", str, description="open (default), retried, discarded, superseded or all"),
-    ])
+    @extend_schema(
+        responses={200: DeadLetterSerializer(many=True),
+                   **error_responses(e400="`invalid_status`.", e404="`channel_not_found`.")},
+        parameters=[
+            OpenApiParameter("channel", str, description="channel slug"),
+            OpenApiParameter("status", str, enum=["all", *DeadLetter.Status.values],
+                             description="`open` when absent; `all` for every status."),
+        ])
     def get(self, request):
         wanted = request.query_params.get("status", DeadLetter.Status.OPEN)
         if wanted != "all" and wanted not in DeadLetter.Status.values:
@@ -118,7 +143,7 @@ class DeadLetterList(APIView):
                                    code="invalid_status")
         qs = selectors.dead_letters_list(channel_slug=request.query_params.get("channel") or None,
                                          status=None if wanted == "all" else wanted)
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(DeadLetterSerializer(page, many=True).data)
 
@@ -136,7 +161,10 @@ class DeadLetterRetry(IdempotencyMixin, APIView):
 
     required_scopes = {"POST": "ops"}
 
-    @extend_schema(request=None, responses=DeadLetterSerializer)
+    @extend_schema(request=None, parameters=[DEAD_LETTER_ID], responses={
+        200: DeadLetterRetriedSerializer, **DEAD_LETTER_NOT_FOUND,
+        **error_responses(e400="`listing_not_found`: the SKU is no longer listed; discard the dead letter.",
+                          e409="`dead_letter_closed`: already retried, discarded or superseded.")})
     def post(self, request, pk):
         from channels.propagation import dead_letter_retry
 
@@ -150,7 +178,9 @@ class DeadLetterRetry(IdempotencyMixin, APIView):
 class DeadLetterDiscard(IdempotencyMixin, APIView):
     required_scopes = {"POST": "ops"}
 
-    @extend_schema(request=DeadLetterDiscardSerializer, responses=DeadLetterSerializer)
+    @extend_schema(request=DeadLetterDiscardSerializer, parameters=[DEAD_LETTER_ID], responses={
+        200: DeadLetterSerializer, **DEAD_LETTER_NOT_FOUND,
+        **error_responses(e409="`dead_letter_closed`: already retried, discarded or superseded.")})
     def post(self, request, pk):
         from channels.propagation import dead_letter_discard
 

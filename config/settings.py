@@ -134,7 +134,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "core.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "core.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.schema.AutoSchema",  # adds the answers every view shares
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -145,6 +145,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Each status field has its own component, named after what it is the status of.
+    "ENUM_NAME_OVERRIDES": {
+        "ChannelKindEnum": "channels.models.Channel.Kind",
+        "LocationKindEnum": "inventory.models.Location.Kind",
+        "InboundEventStatusEnum": "ingestion.models.InboundEvent.Status",
+        "DeadLetterStatusEnum": "channels.models.DeadLetter.Status",
+    },
 }
 
 # Idempotency-Key records are kept at least this long (contract: >= 24 h).

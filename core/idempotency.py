@@ -9,6 +9,13 @@ How: the claim is an INSERT on a unique (api_key, key) row in autocommit, so a c
 sees it at once. The response is stored after the view's own transaction has committed. A request
 that ends in a 5xx or an unexpected exception releases its claim so the client may retry.
 A claim left `in_flight` longer than STALE_IN_FLIGHT (its process died) may be taken over.
+
+A process can die after its stock transaction committed and before the answer was stored. So
+that a takeover never applies the request twice, every claim carries a `request_key` (stable for
+this API key, Idempotency-Key and body) that the stock-changing views hand to their service as an
+identity of the effect: adjustments use it as the ledger `event_key` (a re-run replays the first
+movement), reservation creation stores it on the reservation (a re-run returns that one). Hence
+the takeover window can be short: a minute, above any request's run time.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from core.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
-STALE_IN_FLIGHT = timedelta(minutes=5)
+STALE_IN_FLIGHT = timedelta(seconds=60)  # > gunicorn's request timeout; re-runs are safe (above)
 KEPT_HEADERS = ("Content-Type", "Location", "ETag")
 
 
@@ -40,6 +47,12 @@ class Replayed(Exception):  # noqa: N818 - control flow, not an error
 @dataclass
 class Claim:
     record_id: int
+    request_key: str  # the identity of this request's effect, for the service (module docstring)
+
+
+def request_key_for(api_key_id: int | None, key: str, fingerprint: str) -> str:
+    digest = hashlib.sha256(f"{api_key_id}:{key}:{fingerprint}".encode()).hexdigest()[:40]
+    return f"idem:{digest}"
 
 
 def _fingerprint(request) -> str:
@@ -77,7 +90,7 @@ def idempotency_begin(request, *, required: bool) -> Claim | None:
         try:
             with transaction.atomic():
                 record = IdempotencyRecord.objects.create(api_key=request.auth, key=key, fingerprint=fingerprint)
-            return Claim(record.pk)
+            return Claim(record.pk, request_key_for(getattr(request.auth, "pk", None), key, fingerprint))
         except IntegrityError:
             pass
         record = IdempotencyRecord.objects.filter(api_key=request.auth, key=key).first()
@@ -137,9 +150,12 @@ class IdempotencyMixin:
     def initial(self, request, *args, **kwargs):
         self._idempotency_claim = None
         super().initial(request, *args, **kwargs)  # authentication and scopes first
-        if request.method in self.idempotency_methods:
+        implemented = request.method.lower() in self.http_method_names and hasattr(self, request.method.lower())
+        if request.method in self.idempotency_methods and implemented:  # not for DRF's 405
             self._idempotency_claim = idempotency_begin(
                 request, required=request.method in self.idempotency_required)
+            if self._idempotency_claim is not None:
+                request.idempotency_request_key = self._idempotency_claim.request_key
 
     def handle_exception(self, exc):
         if isinstance(exc, Replayed):

@@ -13,11 +13,30 @@ class _AsciiPageSize:
             return self.page_size
         return super().get_page_size(request)
 
+    def get_schema_operation_parameters(self, view):
+        # Any text is taken (not a number: the default), so the document says string, not integer.
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "string"}
+                parameter["description"] = (
+                    f"Results per page, 1 to {self.max_page_size} (more is {self.max_page_size}); "
+                    f"default {self.page_size}, also for anything that is not a number.")
+        return parameters
+
 
 class PageNumberPagination(_AsciiPageSize, pagination.PageNumberPagination):
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+                parameter["description"] = "Page number, from 1 (or `last`); a page that does not exist is 404."
+        return parameters
 
     def get_page_number(self, request, paginator):
         number = super().get_page_number(request, paginator)

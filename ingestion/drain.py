@@ -7,6 +7,7 @@ reprocessing, which send events through the drain again."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -15,6 +16,7 @@ from django.utils import timezone
 from channels.models import Channel
 from core.errors import DomainError
 from core.jsonsafe import json_replace_nul, text_clean
+from core.sql import sql_compose, sql_placeholders
 from ingestion.models import InboundEvent
 from ingestion.processing import BatchProcessor, EventResult, Transient
 from ingestion.scheduling import (
@@ -44,7 +46,8 @@ class DrainResult:
     retrying: int = 0
 
 
-def inbound_events_drain(*, limit: int | None = None, worker: str | None = None, on_full_batch=None) -> DrainResult:
+def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
+                         on_full_batch: Callable[[], None] | None = None) -> DrainResult:
     """Claim up to `limit` due pending events (SKIP LOCKED) and apply them in one transaction.
 
     `on_full_batch` is called once the claim returned a full batch, before applying it, so a
@@ -79,7 +82,7 @@ def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
             event.outcome = outcome.outcome or event.outcome
             if outcome.transient and event.attempts < max_attempts():
                 event.status = InboundEvent.Status.PENDING
-                event.next_attempt_at = finished_at + retry_delay(event.attempts)
+                event.next_attempt_at = finished_at + retry_delay(attempts=event.attempts)
                 result.retrying += 1
             else:
                 event.status = InboundEvent.Status.FAILED if outcome.transient else outcome.status
@@ -135,20 +138,20 @@ def _events_save(events: list[InboundEvent]) -> None:
     a CASE per row and field, which costs more than applying the events)."""
     from psycopg.types.json import Jsonb
 
-    row = "(%s::bigint, %s::varchar, %s::integer, %s::timestamptz, %s::varchar, %s::text, %s::jsonb, " \
-          "%s::timestamptz, %s::varchar)"
-    params = []
+    row = "%s::bigint, %s::varchar, %s::integer, %s::timestamptz, %s::varchar, %s::text, %s::jsonb, " \
+          "%s::timestamptz, %s::varchar"
+    params: list[object] = []
     for e in events:
         params += [e.pk, e.status, e.attempts, e.next_attempt_at, e.error_code, e.last_error, Jsonb(e.outcome),
                    e.processed_at, e.processed_by]
-    table = InboundEvent._meta.db_table
-    sql = (f"UPDATE {table} AS t SET status = v.status, attempts = v.attempts, "  # noqa: S608 - fixed names
-           "next_attempt_at = v.next_attempt_at, error_code = v.error_code, last_error = v.last_error, "
-           "outcome = v.outcome, processed_at = v.processed_at, processed_by = v.processed_by "
-           f"FROM (VALUES {', '.join([row] * len(events))}) AS v(id, status, attempts, next_attempt_at, error_code, "
-           "last_error, outcome, processed_at, processed_by) WHERE t.id = v.id")
+    sql = sql_compose(
+        "UPDATE {table} AS t SET status = v.status, attempts = v.attempts, next_attempt_at = v.next_attempt_at, "
+        "error_code = v.error_code, last_error = v.last_error, outcome = v.outcome, processed_at = v.processed_at, "
+        "processed_by = v.processed_by FROM (VALUES {values}) AS v(id, status, attempts, next_attempt_at, "
+        "error_code, last_error, outcome, processed_at, processed_by) WHERE t.id = v.id",
+        table=InboundEvent._meta.db_table, values=sql_placeholders(len(events), row))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, params)  # type: ignore[arg-type]  # Jsonb: psycopg adapts it; the stubs list plain values
 
 
 
@@ -161,7 +164,7 @@ def inbound_events_sweep() -> int:
     if due:
         drain_enqueue()
     for channel_id in channels_awaiting_fetch():
-        fetch_enqueue(channel_id)
+        fetch_enqueue(channel_id=channel_id)
     return due
 
 
@@ -189,7 +192,7 @@ def inbound_events_reprocess(*, ids: list[int] | None = None, channel: Channel |
 
 
 def fetch_kick_due() -> None:
-    fetch_kick_now(channels_awaiting_fetch())
+    fetch_kick_now(channel_ids=channels_awaiting_fetch())
 
 
 def oversell_incidents_resolve(*, ids: list[int], note: str = "") -> int:

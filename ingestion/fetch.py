@@ -76,7 +76,7 @@ def inbound_events_fetch(*, channel_id: int, budget: float | None = None, limit:
     # may have left events over. Failed, postponed and fetched events are not due any more, so
     # this never spins: each run tries an event or postpones them all.
     if awaiting_fetch_due().filter(channel=channel).exists():
-        fetch_kick([channel.pk])
+        fetch_kick(channel_ids=[channel.pk])
     if result.fetched:
         drain_kick()
     return result
@@ -148,7 +148,8 @@ def _fetch_failed(channel: Channel, event: InboundEvent, exc: Exception, *, prob
     detail = text_clean(f"Fetching from the channel failed: {type(exc).__name__}: {exc}")[:2000]
     logger.warning("inbound event %s: %s", event.pk, detail)
     if status == 429:  # the marketplace pacing us: wait as asked, charge nobody
-        wait = (retry_after_seconds(response) if response is not None else None) or retry_delay(1).total_seconds()
+        wait = ((retry_after_seconds(response) if response is not None else None)
+                or retry_delay(attempts=1).total_seconds())
         fetch_hold(channel_id=channel.pk, seconds=wait)
         result.skipped += _fetch_postpone([event, *rest], wait, "fetch_rate_limited", detail)
         return True
@@ -192,7 +193,7 @@ def _fetch_charge(event: InboundEvent, detail: str, *, permanent: bool) -> None:
                                        error_code="fetch_failed", last_error=detail, processed_at=now)
     else:
         _still_waiting([event]).update(attempts=attempts, error_code="fetch_failed", last_error=detail,
-                                       next_attempt_at=now + retry_delay(attempts))
+                                       next_attempt_at=now + retry_delay(attempts=attempts))
 
 
 def _fetch_postpone(events: list[InboundEvent], seconds: float, code: str, detail: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.db import connection
@@ -18,6 +19,7 @@ from channels.adapters.canonical import MAX_BATCH, CanonicalError, canonical_eve
 from channels.models import Channel
 from core.errors import ValidationFailed
 from core.jsonsafe import json_contains_nul, json_parse, json_replace_nul, text_clean
+from core.sql import sql_compose, sql_placeholders
 from ingestion.models import InboundEvent
 from ingestion.scheduling import drain_kick, fetch_kick
 
@@ -35,31 +37,32 @@ _COLUMNS = ("channel_id", "source", "dedup_key", "delivery_id", "topic", "header
 _JSON_COLUMNS = {"headers", "payload", "fetched", "outcome"}
 
 
-def _insert_new(rows: list[dict]) -> list[int]:
+def _insert_new(rows: list[dict[str, object]]) -> list[int]:
     """INSERT the rows, skipping any whose dedup_key exists (ON CONFLICT DO NOTHING), in one
     statement; returns the ids actually inserted. Concurrent twins: exactly one wins."""
     if not rows:
         return []
     from psycopg.types.json import Jsonb
 
-    params = []
+    params: list[object] = []
     for row in rows:
         for column in _COLUMNS:
             value = row.get(column)
             params.append(Jsonb(value) if column in _JSON_COLUMNS and value is not None else value)
-    values = ",".join(["(" + ",".join(["%s"] * len(_COLUMNS)) + ")"] * len(rows))
-    sql = (f"INSERT INTO {InboundEvent._meta.db_table} ({', '.join(_COLUMNS)}) VALUES {values} "  # noqa: S608
-           "ON CONFLICT (dedup_key) DO NOTHING RETURNING id")
+    sql = sql_compose("INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+                      table=InboundEvent._meta.db_table, columns=_COLUMNS,
+                      values=sql_placeholders(len(rows), ", ".join(["%s"] * len(_COLUMNS))))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, params)  # type: ignore[arg-type]  # Jsonb: psycopg adapts it; the stubs list plain values
         return [row[0] for row in cursor.fetchall()]
 
 
-def _row(**fields) -> dict:
+def _row(**fields: object) -> dict[str, object]:
     now = timezone.now()
-    row = {"headers": {}, "body": None, "payload": None, "fetched": None, "status": InboundEvent.Status.PENDING,
-           "attempts": 0, "next_attempt_at": now, "error_code": "", "last_error": "", "outcome": {},
-           "received_at": now, "processed_at": None, "processed_by": "", "topic": "", "channel_id": None}
+    row: dict[str, object] = {
+        "headers": {}, "body": None, "payload": None, "fetched": None, "status": InboundEvent.Status.PENDING,
+        "attempts": 0, "next_attempt_at": now, "error_code": "", "last_error": "", "outcome": {},
+        "received_at": now, "processed_at": None, "processed_by": "", "topic": "", "channel_id": None}
     row.update(fields)
     return row
 
@@ -70,7 +73,8 @@ class WebhookAccepted:
     duplicate: bool
 
 
-def webhook_accept(*, channel: Channel, adapter: ChannelAdapter, headers, body: bytes) -> WebhookAccepted:
+def webhook_accept(*, channel: Channel, adapter: ChannelAdapter, headers: Mapping[str, str],
+                   body: bytes) -> WebhookAccepted:
     """Store one verified delivery (raw body, headers) and schedule the drain.
 
     The caller has verified the signature. Whatever the body is, the delivery is stored and the
@@ -105,7 +109,7 @@ def webhook_accept(*, channel: Channel, adapter: ChannelAdapter, headers, body: 
     inserted = _insert_new([row])
     if inserted and not error:
         if hasattr(adapter, "needs_fetch"):
-            fetch_kick([channel.pk])  # thin payload (BigCommerce): its data first, then the drain
+            fetch_kick(channel_ids=[channel.pk])  # thin payload (BigCommerce): its data first, then the drain
         else:
             drain_kick()
     return WebhookAccepted(event_id=inserted[0] if inserted else None, duplicate=not inserted)
@@ -117,11 +121,11 @@ class BatchAccepted:
     duplicates: int
     rejected: list[dict]
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
 
 
-def events_accept(*, events, source: str = "api") -> BatchAccepted:
+def events_accept(*, events: object, source: str = "api") -> BatchAccepted:
     """Store a canonical batch (1 to 1000 events) in one INSERT; `event_id` dedups forever.
 
     Items are validated for shape only; a malformed one is rejected with its index and the rest

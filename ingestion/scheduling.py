@@ -34,7 +34,7 @@ def max_attempts() -> int:
     return getattr(settings, "INGESTION_MAX_ATTEMPTS", 8)
 
 
-def retry_delay(attempts: int) -> timedelta:
+def retry_delay(*, attempts: int) -> timedelta:
     """The shared backoff (core.backoff): up to 2 s, 4 s, 8 s ... capped at 10 minutes, never
     sooner than 1 s (so the next drain does not claim the event straight back)."""
     return timedelta(seconds=backoff_delay(attempt=attempts, base=2.0, cap=600.0, floor=1.0))
@@ -91,7 +91,7 @@ def awaiting_fetch() -> Q:
     return Q(source=InboundEvent.Source.WEBHOOK, fetched__isnull=True, channel__kind__in=kinds)
 
 
-def awaiting_fetch_due(now: datetime | None = None) -> QuerySet[InboundEvent]:
+def awaiting_fetch_due(*, now: datetime | None = None) -> QuerySet[InboundEvent]:
     return InboundEvent.objects.filter(awaiting_fetch(), status=InboundEvent.Status.PENDING,
                                        next_attempt_at__lte=now or timezone.now())
 
@@ -101,26 +101,26 @@ def channels_awaiting_fetch() -> list[int]:
     return sorted(set(awaiting_fetch_due().order_by().values_list("channel_id", flat=True).distinct()))
 
 
-def fetch_flag(channel_id: int) -> str:
+def fetch_flag(*, channel_id: int) -> str:
     return f"ingestion:fetch-queued:{channel_id}"
 
 
-def fetch_kick(channel_ids: Iterable[int]) -> None:
+def fetch_kick(*, channel_ids: Iterable[int]) -> None:
     """Ask for a fetch run per channel once the current transaction commits, at most one queued
     per channel (the task clears its flag before it selects events: no lost wake-up)."""
-    transaction.on_commit(partial(fetch_kick_now, sorted(set(channel_ids))), robust=True)
+    transaction.on_commit(partial(fetch_kick_now, channel_ids=sorted(set(channel_ids))), robust=True)
 
 
-def fetch_kick_now(channel_ids: list[int]) -> None:
+def fetch_kick_now(*, channel_ids: list[int]) -> None:
     for channel_id in channel_ids:
         try:
-            if cache.add(fetch_flag(channel_id), 1, timeout=FETCH_FLAG_TTL):
-                fetch_enqueue(channel_id)
+            if cache.add(fetch_flag(channel_id=channel_id), 1, timeout=FETCH_FLAG_TTL):
+                fetch_enqueue(channel_id=channel_id)
         except Exception:  # Redis or broker down: the sweeper re-enqueues
             logger.exception("could not queue an ingestion fetch for channel %s; the sweeper will", channel_id)
 
 
-def fetch_enqueue(channel_id: int) -> None:
+def fetch_enqueue(*, channel_id: int) -> None:
     from ingestion.tasks import inbound_fetch_task
 
     inbound_fetch_task.apply_async(args=[channel_id])

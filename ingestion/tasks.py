@@ -22,7 +22,7 @@ def inbound_fetch_task(channel_id: int) -> int:
     fetch budget, then queue a drain for what was fetched. Its own task, never inside the drain:
     a slow marketplace holds one worker slot for a bounded time and delays no other events."""
     # Cleared before selecting: an event committed after our select queues another run.
-    cache.delete(services.fetch_flag(channel_id))
+    cache.delete(services.fetch_flag(channel_id=channel_id))
     return services.inbound_events_fetch(channel_id=channel_id).fetched
 
 

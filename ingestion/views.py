@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ParseError
@@ -19,8 +20,10 @@ from core.errors import ValidationFailed, json_error
 from core.idempotency import IdempotencyMixin
 from core.jsonsafe import json_parse
 from core.pagination import PageNumberPagination
-from core.parsing import ascii_int
+from core.parsing import MAX_BIGINT, ascii_int
+from core.schema import error_responses
 from ingestion import selectors, services
+from ingestion.models import InboundEvent
 from ingestion.serializers import (
     EventBatchResultSerializer,
     EventBatchSerializer,
@@ -28,7 +31,20 @@ from ingestion.serializers import (
     InboundEventSerializer,
     OversellIncidentSerializer,
     ReprocessSerializer,
+    RequeuedSerializer,
 )
+
+EVENT_ID = OpenApiParameter("id", {"type": "integer", "minimum": 0, "maximum": MAX_BIGINT}, OpenApiParameter.PATH)
+EVENT_NOT_FOUND = error_responses(e404="`event_not_found`.")
+
+
+def _filter(name: str, description: str = "") -> OpenApiParameter:
+    return OpenApiParameter(name, OpenApiTypes.STR, description=description)
+
+
+def _status_filter(values: list[str]) -> OpenApiParameter:
+    # An empty value is no filter, as for every other filter here.
+    return OpenApiParameter("status", OpenApiTypes.STR, enum=["", *values], description="Empty: every status.")
 
 
 def _receives_webhooks(adapter: ChannelAdapter | None) -> bool:
@@ -140,8 +156,13 @@ class EventsJSONParser(JSONParser):
 class EventListCreate(IdempotencyMixin, APIView):
     required_scopes = {"POST": "events:write", "GET": "ops"}
     parser_classes = [EventsJSONParser]
+    pagination_class = PageNumberPagination
 
-    @extend_schema(request=EventBatchSerializer, responses={202: EventBatchResultSerializer})
+    @extend_schema(
+        request=EventBatchSerializer,
+        responses={202: EventBatchResultSerializer,
+                   **error_responses(e400='`validation_error`: the body is not `{"events": [1 to 1000 items]}`.')},
+    )
     def post(self, request):
         data = request.data
         if not isinstance(data, dict) or "events" not in data:
@@ -150,15 +171,15 @@ class EventListCreate(IdempotencyMixin, APIView):
         return Response(result.as_dict(), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
-        parameters=[OpenApiParameter(name, str, required=False)
-                    for name in ("status", "channel", "source", "topic", "error")],
-        responses=InboundEventSerializer(many=True))
+        parameters=[_status_filter(list(InboundEvent.Status.values)), _filter("channel", "channel slug"),
+                    _filter("source", "`webhook` or `api`"), _filter("topic"), _filter("error", "error code")],
+        responses={200: InboundEventSerializer(many=True), **error_responses(e400="`invalid_status`.")})
     def get(self, request):
         params = request.query_params
         qs = selectors.inbound_events_list(status=params.get("status"), channel_slug=params.get("channel"),
                                            source=params.get("source"), topic=params.get("topic"),
                                            error_code=params.get("error"))
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(InboundEventSerializer(page, many=True).data)
 
@@ -166,7 +187,7 @@ class EventListCreate(IdempotencyMixin, APIView):
 class EventDetail(APIView):
     required_scopes = {"GET": "ops"}
 
-    @extend_schema(responses=InboundEventDetailSerializer)
+    @extend_schema(parameters=[EVENT_ID], responses={200: InboundEventDetailSerializer, **EVENT_NOT_FOUND})
     def get(self, request, pk: int):
         return Response(InboundEventDetailSerializer(selectors.inbound_event_get(pk=pk)).data)
 
@@ -174,7 +195,7 @@ class EventDetail(APIView):
 class EventReprocessOne(IdempotencyMixin, APIView):
     required_scopes = {"POST": "ops"}
 
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(request=None, parameters=[EVENT_ID], responses={202: RequeuedSerializer, **EVENT_NOT_FOUND})
     def post(self, request, pk: int):
         selectors.inbound_event_get(pk=pk)
         queued = services.inbound_events_reprocess(ids=[pk])
@@ -186,7 +207,8 @@ class EventReprocess(IdempotencyMixin, APIView):
 
     required_scopes = {"POST": "ops"}
 
-    @extend_schema(request=ReprocessSerializer, responses={202: dict})
+    @extend_schema(request=ReprocessSerializer, operation_id="v1_events_reprocess_bulk_create",
+                   responses={202: RequeuedSerializer, **error_responses(e404="`channel_not_found`.")})
     def post(self, request):
         serializer = ReprocessSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -200,15 +222,16 @@ class EventReprocess(IdempotencyMixin, APIView):
 
 class OversellIncidentList(APIView):
     required_scopes = {"GET": "ops"}
+    pagination_class = PageNumberPagination
 
     @extend_schema(
-        parameters=[OpenApiParameter("channel", str, required=False), OpenApiParameter("sku", str, required=False),
-                    OpenApiParameter("open", bool, required=False)],
+        parameters=[_filter("channel", "channel slug"), _filter("sku", "SKU code"),
+                    _filter("open", "`1` or `true`: only unresolved incidents; any other value: all.")],
         responses=OversellIncidentSerializer(many=True))
     def get(self, request):
         params = request.query_params
         qs = selectors.oversell_incidents_list(channel_slug=params.get("channel"), sku_code=params.get("sku"),
                                                open_only=params.get("open") in ("1", "true"))
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(OversellIncidentSerializer(page, many=True).data)

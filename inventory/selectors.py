@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import Count, Max
+from django.db.models import Count, Max, QuerySet
 
 from core.errors import NotFound
 from inventory.models import Location, Sku, StockMovement, StockPosition
@@ -89,7 +89,7 @@ def stock_as_of(*, sku_code: str, at: datetime) -> dict:
     return _stock_dict(sku.code, locations)
 
 
-def movements_for_sku(*, sku_code: str, location_code: str | None = None):
+def movements_for_sku(*, sku_code: str, location_code: str | None = None) -> QuerySet[StockMovement]:
     """Ledger rows of a SKU, newest first (a queryset, for cursor pagination)."""
     sku = Sku.objects.filter(code=sku_code).first()
     if sku is None:

@@ -1,7 +1,10 @@
 """Input/output shapes only; no business rules here (those live in services)."""
 
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
+from rest_framework.relations import MANY_RELATION_KWARGS
 
+from core.schema import PY_WHITESPACE
 from inventory.models import Location, Sku, StockMovement
 from inventory.services import ADJUSTMENT_TYPES, MAX_QUANTITY
 
@@ -33,6 +36,54 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictSlugField(serializers.SlugField):
+    """A slug given as a JSON string (DRF would take the number 12 as "12")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """true/false only: "yes", 1 or "false" (a truthy string) are client bugs, not booleans."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictManyRelatedField(serializers.ManyRelatedField):
+    """A JSON array of references (DRF iterates any iterable: {} would be read as no locations)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            self.fail("not_a_list", input_type=type(data).__name__)
+        return super().to_internal_value(data)
+
+
+class StrictSlugRelatedField(serializers.SlugRelatedField):
+    """A reference by code given as a JSON string (the lookup would otherwise find code "0" for 0).
+    No reference is null, not "" (which DRF would quietly read as null)."""
+
+    def run_validation(self, data=serializers.empty):
+        if data == "":
+            self.fail("invalid")
+        return super().run_validation(data)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+    @classmethod
+    def many_init(cls, *args, **kwargs):
+        list_kwargs = {"child_relation": cls(*args, **kwargs)}
+        list_kwargs.update({key: value for key, value in kwargs.items() if key in MANY_RELATION_KWARGS})
+        return StrictManyRelatedField(**list_kwargs)
+
+
 # Codes are path segments in the API (/stock/{sku}/): no slashes, no control characters, no
 # surrounding spaces, and not a word the routes use themselves.
 RESERVED_CODES = {"adjustments"}
@@ -48,11 +99,19 @@ def validate_code(value: str) -> str:
     return value
 
 
+class CodeField(StrictCharField):
+    """A code (validate_code) in the OpenAPI document: no '/', no control character, not 'adjustments'."""
+
+    schema_forbidden_characters = "/\\x00-\\x1f\\x7f"
+    schema_not_pattern = f"^[{PY_WHITESPACE}]*[aA][dD][jJ][uU][sS][tT][mM][eE][nN][tT][sS][{PY_WHITESPACE}]*$"
+
+
 class LocationSerializer(serializers.ModelSerializer):
-    code = StrictCharField(max_length=64, validators=[validate_code])
+    code = CodeField(max_length=64, validators=[validate_code])
     name = StrictCharField(max_length=200)
     # A JSON integer within PostgreSQL's integer (the model field's plain IntegerField takes "٣").
     priority = StrictIntegerField(min_value=-(2**31), max_value=2**31 - 1, required=False)
+    active = StrictBooleanField(required=False)
 
     class Meta:
         model = Location
@@ -62,9 +121,10 @@ class LocationSerializer(serializers.ModelSerializer):
 
 class SkuSerializer(serializers.ModelSerializer):
     # Duplicate codes answer 409 from the service, not a 400 from a uniqueness validator.
-    code = StrictCharField(max_length=100, validators=[validate_code])
+    code = CodeField(max_length=100, validators=[validate_code])
     name = StrictCharField(max_length=300)
     safety_stock = StrictIntegerField(min_value=0, max_value=MAX_QUANTITY, required=False)
+    active = StrictBooleanField(required=False)
 
     class Meta:
         model = Sku
@@ -80,6 +140,72 @@ class AdjustmentSerializer(serializers.Serializer):
     to_location = StrictCharField(max_length=64, required=False, allow_null=True, allow_blank=True)
     reference = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
     expected_version = StrictIntegerField(min_value=0, required=False, allow_null=True)
+
+
+# --- POST /stock/adjustments/ as the OpenAPI document shows it: one shape per type, with the rules
+# inventory.services._validate applies (the view validates with AdjustmentSerializer above).
+
+
+class _AdjustmentCommon(serializers.Serializer):
+    sku = StrictCharField(max_length=100)
+    location = StrictCharField(max_length=64)
+    reference = StrictCharField(max_length=200, required=False, allow_blank=True)
+    expected_version = StrictIntegerField(
+        min_value=0, required=False, allow_null=True,
+        help_text="The position version this change expects, else 412 (an If-Match header says the same).")
+
+
+@extend_schema_field({"type": "string", "nullable": True, "pattern": f"^[{PY_WHITESPACE}]*$",
+                      "description": "Only transfers name a destination: absent, null or blank."})
+class _NoDestinationField(StrictCharField):
+    pass
+
+
+@extend_schema_field({"type": "integer", "minimum": -MAX_QUANTITY, "maximum": MAX_QUANTITY, "not": {"enum": [0]},
+                      "description": "Signed, not 0: added to on_hand (refused below 0)."})
+class _SignedQuantityField(StrictIntegerField):
+    pass
+
+
+class StockMoveSerializer(_AdjustmentCommon):
+    """receipt, return (+ quantity) or sale (- quantity, at most what is available)."""
+
+    type = serializers.ChoiceField(choices=["receipt", "return", "sale"])
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
+    to_location = _NoDestinationField(required=False, allow_null=True, allow_blank=True)
+
+
+class StockAdjustmentSerializer(_AdjustmentCommon):
+    """adjustment: a signed correction."""
+
+    type = serializers.ChoiceField(choices=["adjustment"])
+    quantity = _SignedQuantityField()
+    to_location = _NoDestinationField(required=False, allow_null=True, allow_blank=True)
+
+
+class StockCountSerializer(_AdjustmentCommon):
+    """count: on_hand becomes quantity (the difference is written to the ledger)."""
+
+    type = serializers.ChoiceField(choices=["count"])
+    quantity = StrictIntegerField(min_value=0, max_value=MAX_QUANTITY)
+    to_location = _NoDestinationField(required=False, allow_null=True, allow_blank=True)
+
+
+class StockTransferSerializer(_AdjustmentCommon):
+    """transfer: quantity leaves location and arrives at to_location (another location), one transaction."""
+
+    type = serializers.ChoiceField(choices=["transfer"])
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
+    to_location = StrictCharField(max_length=64, help_text="Another location than `location`.")
+
+
+ADJUSTMENT_REQUEST = PolymorphicProxySerializer(
+    component_name="Adjustment",
+    serializers={"receipt": StockMoveSerializer, "return": StockMoveSerializer, "sale": StockMoveSerializer,
+                 "adjustment": StockAdjustmentSerializer, "count": StockCountSerializer,
+                 "transfer": StockTransferSerializer},
+    resource_type_field_name="type",
+)
 
 
 class PositionOutSerializer(serializers.Serializer):
@@ -110,6 +236,10 @@ class StockSerializer(serializers.Serializer):
     reserved = serializers.IntegerField()
     available = serializers.IntegerField()
     locations = LocationStockSerializer(many=True)
+
+
+class StockListSerializer(serializers.Serializer):
+    results = StockSerializer(many=True, help_text="In the order asked; unknown SKUs are left out.")
 
 
 class MovementSerializer(serializers.ModelSerializer):

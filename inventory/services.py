@@ -17,15 +17,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
+from django.db.models.expressions import Combinable
 from django.utils import timezone
 
-from core.errors import Conflict, InsufficientStock, NotFound, ValidationFailed, VersionConflict
+from core.errors import InsufficientStock, NotFound, ValidationFailed, VersionConflict
+from inventory.catalog import location_create, location_update, sku_create, sku_update  # noqa: F401 - re-exported
 from inventory.hooks import positions_changed  # noqa: F401 - the services' one exit, re-exported
-from inventory.locking import positions_lock, positions_lock_for_location
+from inventory.locking import positions_lock
 from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
 
 logger = logging.getLogger(__name__)
@@ -52,7 +55,7 @@ class MovementContext:
     actor: str = ""
     event_key: str | None = None
     occurred_at: datetime | None = None
-    metadata: dict = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # JSON, stored on the ledger row
     # Set by reservations.services so each ledger row links to the reservation that caused it.
     reservation_id: UUID | str | None = None
 
@@ -60,7 +63,7 @@ class MovementContext:
 # ------------------------------------------------------------------------------ lookups
 
 
-def sku_resolve(sku: Sku | str) -> Sku:
+def sku_resolve(*, sku: Sku | str) -> Sku:
     if isinstance(sku, Sku):
         return sku
     found = Sku.objects.filter(code=sku).first()
@@ -69,7 +72,7 @@ def sku_resolve(sku: Sku | str) -> Sku:
     return found
 
 
-def location_resolve(location: Location | str) -> Location:
+def location_resolve(*, location: Location | str) -> Location:
     if isinstance(location, Location):
         return location
     found = Location.objects.filter(code=location).first()
@@ -82,14 +85,14 @@ def location_resolve(location: Location | str) -> Location:
 
 
 def movement_apply(
-    position: StockPosition,
     *,
+    position: StockPosition,
     type: str,
     on_hand_delta: int = 0,
     reserved_delta: int = 0,
     context: MovementContext,
     event_key: str | None = None,
-    metadata: dict | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> StockMovement:
     """Change one *locked* position by the given deltas and write its ledger row.
 
@@ -97,7 +100,7 @@ def movement_apply(
     decided the change is allowed. The UPDATE is still conditional: if the decision was taken on
     stale numbers (a caller forgot the lock), it matches no row and we refuse instead of writing.
     """
-    conditions = {}
+    conditions: dict[str, int | Combinable] = {}
     if on_hand_delta < 0:
         conditions["on_hand__gte"] = -on_hand_delta
     if reserved_delta < 0:
@@ -142,7 +145,7 @@ def movement_apply(
 # ------------------------------------------------------------------------------ validation
 
 
-def _validate(type: str, quantity, to_location) -> None:
+def _validate(type: str, quantity: object, to_location: Location | str | None) -> None:
     if type not in ADJUSTMENT_TYPES:
         raise ValidationFailed(
             f"Unknown type '{type}'; expected one of: {', '.join(ADJUSTMENT_TYPES)}.", code="invalid_type")
@@ -215,9 +218,9 @@ def stock_adjust(
     _validate(type, quantity, to_location)
     if context.event_key and (replayed := _replay(context.event_key)):
         return replayed
-    sku_obj = sku_resolve(sku)
-    location_obj = location_resolve(location)
-    to_location_obj = location_resolve(to_location) if to_location else None
+    sku_obj = sku_resolve(sku=sku)
+    location_obj = location_resolve(location=location)
+    to_location_obj = location_resolve(location=to_location) if to_location else None
     if to_location_obj is not None and to_location_obj.pk == location_obj.pk:
         raise ValidationFailed("to_location must differ from location.", code="invalid_to_location")
     try:
@@ -231,7 +234,8 @@ def stock_adjust(
 
 
 @transaction.atomic(durable=True)
-def _stock_adjust_atomic(sku, location, type, quantity, to_location, expected_version, context):
+def _stock_adjust_atomic(sku: Sku, location: Location, type: str, quantity: int, to_location: Location | None,
+                         expected_version: int | None, context: MovementContext) -> AdjustmentResult:
     pairs = [(sku.pk, location.pk)] + ([(sku.pk, to_location.pk)] if to_location else [])
     locked = positions_lock(pairs)
     # Checked again under the lock: a concurrent twin may have committed while we waited.
@@ -242,66 +246,71 @@ def _stock_adjust_atomic(sku, location, type, quantity, to_location, expected_ve
     key = context.event_key
     movements: list[StockMovement] = []
     if type in ("receipt", "return"):
-        movements.append(movement_apply(position, type=type, on_hand_delta=quantity, context=context,
+        movements.append(movement_apply(position=position, type=type, on_hand_delta=quantity, context=context,
                                          event_key=key))
     elif type == "sale":
         if quantity > position.available:
             raise InsufficientStock(
                 f"Only {position.available} of {sku.code} available at {location.code}.",
                 available=position.available)
-        movements.append(movement_apply(position, type=type, on_hand_delta=-quantity, context=context,
+        movements.append(movement_apply(position=position, type=type, on_hand_delta=-quantity, context=context,
                                          event_key=key))
     elif type == "adjustment":
         if position.on_hand + quantity < 0:
             raise InsufficientStock(
                 f"On hand is {position.on_hand}; an adjustment of {quantity} would go below zero.",
                 available=position.available)
-        movements.append(movement_apply(position, type=type, on_hand_delta=quantity, context=context,
+        movements.append(movement_apply(position=position, type=type, on_hand_delta=quantity, context=context,
                                          event_key=key))
     elif type == "count":
-        movements.append(movement_apply(position, type=type, on_hand_delta=quantity - position.on_hand,
+        movements.append(movement_apply(position=position, type=type, on_hand_delta=quantity - position.on_hand,
                                          context=context, event_key=key, metadata={"counted": quantity}))
     elif type == "transfer":
+        assert to_location is not None  # _validate: a transfer always names to_location
         if quantity > position.available:
             raise InsufficientStock(
                 f"Only {position.available} of {sku.code} available to transfer from {location.code}.",
                 available=position.available)
         destination = locked[(sku.pk, to_location.pk)]
-        movements.append(movement_apply(position, type=MovementType.TRANSFER_OUT, on_hand_delta=-quantity,
+        movements.append(movement_apply(position=position, type=MovementType.TRANSFER_OUT, on_hand_delta=-quantity,
                                          context=context, event_key=key,
                                          metadata={"to_location": to_location.code}))
-        movements.append(movement_apply(destination, type=MovementType.TRANSFER_IN, on_hand_delta=quantity,
+        movements.append(movement_apply(position=destination, type=MovementType.TRANSFER_IN, on_hand_delta=quantity,
                                          context=context,
                                          event_key=key + TRANSFER_IN_SUFFIX if key else None,
                                          metadata={"from_location": location.code}))
     changed = [locked[pair] for pair in pairs]
     positions_changed(changed, availability_rose=any(m.on_hand_delta > 0 for m in movements))
     for p in changed:
-        p.sku, p.location = sku, (location if p.location_id == location.pk else to_location)
+        p.sku, p.location = sku, (location if p.location_id == location.pk or to_location is None else to_location)
     return AdjustmentResult(movements=movements, positions=changed)
 
 
-def stock_receive(*, sku, location, quantity: int, context: MovementContext | None = None) -> AdjustmentResult:
+def stock_receive(*, sku: Sku | str, location: Location | str, quantity: int,
+                  context: MovementContext | None = None) -> AdjustmentResult:
     """Goods arrived: on_hand += quantity."""
     return stock_adjust(sku=sku, location=location, type="receipt", quantity=quantity, context=context)
 
 
-def stock_return(*, sku, location, quantity: int, context: MovementContext | None = None) -> AdjustmentResult:
+def stock_return(*, sku: Sku | str, location: Location | str, quantity: int,
+                 context: MovementContext | None = None) -> AdjustmentResult:
     """A customer return put back into stock: on_hand += quantity."""
     return stock_adjust(sku=sku, location=location, type="return", quantity=quantity, context=context)
 
 
-def stock_sell(*, sku, location, quantity: int, context: MovementContext | None = None) -> AdjustmentResult:
+def stock_sell(*, sku: Sku | str, location: Location | str, quantity: int,
+               context: MovementContext | None = None) -> AdjustmentResult:
     """A sale of unreserved stock; refused (409) beyond available."""
     return stock_adjust(sku=sku, location=location, type="sale", quantity=quantity, context=context)
 
 
-def stock_count(*, sku, location, quantity: int, context: MovementContext | None = None) -> AdjustmentResult:
+def stock_count(*, sku: Sku | str, location: Location | str, quantity: int,
+                context: MovementContext | None = None) -> AdjustmentResult:
     """A physical count: on_hand := quantity; the ledger records the delta."""
     return stock_adjust(sku=sku, location=location, type="count", quantity=quantity, context=context)
 
 
-def stock_transfer(*, sku, location, to_location, quantity: int,
+def stock_transfer(*, sku: Sku | str, location: Location | str, to_location: Location | str, quantity: int,
                    context: MovementContext | None = None) -> AdjustmentResult:
     """Move stock between locations in one transaction; both positions locked in pk order."""
     return stock_adjust(sku=sku, location=location, to_location=to_location, type="transfer",
@@ -332,53 +341,3 @@ def snapshot_take() -> int:
             [timezone.now()],
         )
         return cursor.rowcount
-
-
-# ------------------------------------------------------------------------------ catalog
-
-
-def location_create(*, code: str, name: str, kind: str = Location.Kind.WAREHOUSE, active: bool = True,
-                    priority: int = 100) -> Location:
-    """Create a location; 409 `duplicate_location` when the code exists."""
-    try:
-        with transaction.atomic():
-            return Location.objects.create(code=code, name=name, kind=kind, active=active, priority=priority)
-    except IntegrityError:
-        raise Conflict(f"Location '{code}' already exists.", code="duplicate_location") from None
-
-
-def location_update(*, location: Location, **fields) -> Location:
-    """Change name, kind, active or priority (the code is the public identifier and stays).
-
-    Channels sell only from active locations, so switching `active` is announced like a stock
-    change of every position there (re-activating one may also fill the waitlist)."""
-    with transaction.atomic():
-        was_active = location.active
-        for name, value in fields.items():
-            setattr(location, name, value)
-        location.save(update_fields=list(fields) or None)
-        if "active" in fields and location.active != was_active:
-            # Locked (pk order) and read under the lock: the waitlist decides on these numbers.
-            positions_changed(positions_lock_for_location(location.pk), availability_rose=location.active)
-    return location
-
-
-def sku_create(*, code: str, name: str, safety_stock: int = 0, active: bool = True) -> Sku:
-    """Create a SKU; 409 `duplicate_sku` when the code exists."""
-    try:
-        with transaction.atomic():
-            return Sku.objects.create(code=code, name=name, safety_stock=safety_stock, active=active)
-    except IntegrityError:
-        raise Conflict(f"SKU '{code}' already exists.", code="duplicate_sku") from None
-
-
-def sku_update(*, sku: Sku, **fields) -> Sku:
-    """Change name, safety stock or active. Safety stock changes what channels may sell, so the
-    change is announced like a stock change."""
-    with transaction.atomic():
-        for name, value in fields.items():
-            setattr(sku, name, value)
-        sku.save(update_fields=[*fields, "updated_at"] if fields else None)
-        if "safety_stock" in fields or "active" in fields:
-            positions_changed(StockPosition.objects.filter(sku=sku), availability_rose=False)
-    return sku

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC
 
 from django.utils.dateparse import parse_datetime
 from django.utils.http import quote_etag
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,20 +18,27 @@ from core.errors import ValidationFailed
 from core.idempotency import IdempotencyMixin
 from core.pagination import NewestFirstCursorPagination
 from core.parsing import ascii_int
+from core.schema import error_responses
 from inventory import selectors, services
 from inventory.models import Location, Sku
 from inventory.serializers import (
+    ADJUSTMENT_REQUEST,
     AdjustmentResultSerializer,
     AdjustmentSerializer,
     LocationSerializer,
     MovementSerializer,
     SkuSerializer,
+    StockListSerializer,
     StockSerializer,
 )
 from inventory.services import MovementContext
 
 CATALOG_SCOPES = {"GET": "stock:read", "POST": "catalog:write", "PATCH": "catalog:write", "PUT": "catalog:write"}
 BULK_STOCK_MAX = 500
+
+
+LOCATION_NOT_FOUND = error_responses(e404="`not_found`: no location with this code.")
+SKU_NOT_FOUND = error_responses(e404="`not_found`: no SKU with this code.")
 
 
 def _actor(request) -> str:
@@ -40,6 +48,10 @@ def _actor(request) -> str:
 # ------------------------------------------------------------------------------ catalog
 
 
+@extend_schema_view(
+    post=extend_schema(responses={201: LocationSerializer,
+                                  **error_responses(e409="`duplicate_location`: the code is taken.")}),
+)
 class LocationListCreate(IdempotencyMixin, generics.ListCreateAPIView):
     required_scopes = CATALOG_SCOPES
     serializer_class = LocationSerializer
@@ -50,6 +62,10 @@ class LocationListCreate(IdempotencyMixin, generics.ListCreateAPIView):
         serializer.instance = services.location_create(**serializer.validated_data)
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: LocationSerializer, **LOCATION_NOT_FOUND}),
+    patch=extend_schema(responses={200: LocationSerializer, **LOCATION_NOT_FOUND}),
+)
 class LocationDetail(IdempotencyMixin, generics.RetrieveUpdateAPIView):
     required_scopes = CATALOG_SCOPES
     serializer_class = LocationSerializer
@@ -62,6 +78,9 @@ class LocationDetail(IdempotencyMixin, generics.RetrieveUpdateAPIView):
         serializer.instance = services.location_update(location=serializer.instance, **data)
 
 
+@extend_schema_view(
+    post=extend_schema(responses={201: SkuSerializer, **error_responses(e409="`duplicate_sku`: the code is taken.")}),
+)
 class SkuListCreate(IdempotencyMixin, generics.ListCreateAPIView):
     required_scopes = CATALOG_SCOPES
     serializer_class = SkuSerializer
@@ -71,6 +90,10 @@ class SkuListCreate(IdempotencyMixin, generics.ListCreateAPIView):
         serializer.instance = services.sku_create(**serializer.validated_data)
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: SkuSerializer, **SKU_NOT_FOUND}),
+    patch=extend_schema(responses={200: SkuSerializer, **SKU_NOT_FOUND}),
+)
 class SkuDetail(IdempotencyMixin, generics.RetrieveUpdateAPIView):
     required_scopes = CATALOG_SCOPES
     serializer_class = SkuSerializer
@@ -95,8 +118,21 @@ class StockDetail(APIView):
     required_scopes = {"GET": "stock:read"}
 
     @extend_schema(
-        responses=StockSerializer,
-        parameters=[OpenApiParameter("as_of", OpenApiTypes.DATETIME, description="ISO 8601 instant")],
+        responses={
+            200: StockSerializer,
+            304: OpenApiResponse(description="The ETag named in If-None-Match is still current (no body)."),
+            **error_responses(e400="`invalid_as_of`: not an ISO 8601 date-time with a time zone.",
+                              e404="`sku_not_found`."),
+        },
+        parameters=[
+            OpenApiParameter("as_of", {"type": "string", "anyOf": [{"format": "date-time"}, {"maxLength": 0}]},
+                             description="Answer as the ledger knew it at this instant (ISO 8601 with an offset, "
+                                         "e.g. Z). Empty: now."),
+            OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER,
+                             description="ETags from earlier answers (weak comparison, or `*`): 304 if current."),
+            OpenApiParameter("ETag", OpenApiTypes.STR, OpenApiParameter.HEADER, response=[200, 304], required=True,
+                             description="A hash of the JSON answer."),
+        ],
     )
     def get(self, request, sku):
         as_of = request.query_params.get("as_of")
@@ -109,6 +145,10 @@ class StockDetail(APIView):
                 raise ValidationFailed("as_of must be an ISO 8601 date-time.", code="invalid_as_of")
             if at.tzinfo is None:
                 raise ValidationFailed("as_of must include a time zone (e.g. Z).", code="invalid_as_of")
+            try:  # the same instant in UTC: PostgreSQL refuses offsets past ±15:59, ISO 8601 allows ±23:59
+                at = at.astimezone(UTC)
+            except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+                raise ValidationFailed("as_of is out of range.", code="invalid_as_of") from None
             body = selectors.stock_as_of(sku_code=sku, at=at)
         else:
             body = selectors.stock_get(sku_code=sku)
@@ -125,8 +165,13 @@ class StockBulk(APIView):
     required_scopes = {"GET": "stock:read"}
 
     @extend_schema(
-        parameters=[OpenApiParameter("sku", OpenApiTypes.STR, many=True, description="repeat up to 500 times")],
-        responses=StockSerializer(many=True),
+        operation_id="v1_stock_list",
+        parameters=[OpenApiParameter(
+            "sku", {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
+                    "maxItems": BULK_STOCK_MAX},
+            required=True, description=f"A SKU code, repeated for each SKU (1 to {BULK_STOCK_MAX}).")],
+        responses={200: StockListSerializer,
+                   **error_responses(e400="`sku_required` or `too_many_skus`.")},
     )
     def get(self, request):
         codes = [c for c in request.query_params.getlist("sku") if c]
@@ -140,17 +185,33 @@ class StockBulk(APIView):
 class AdjustmentCreate(IdempotencyMixin, APIView):
     required_scopes = {"POST": "stock:write"}
 
-    @extend_schema(request=AdjustmentSerializer, responses={201: AdjustmentResultSerializer})
+    @extend_schema(
+        request=ADJUSTMENT_REQUEST,
+        parameters=[OpenApiParameter(
+            "If-Match", {"type": "string", "pattern": '^"*[0-9]{0,18}"*$'}, OpenApiParameter.HEADER,
+            description="The expected position version (when the body has no `expected_version`): else 412.")],
+        responses={
+            201: AdjustmentResultSerializer,
+            **error_responses(
+                e400="`validation_error`, `invalid_quantity`, `invalid_to_location` (e.g. the same location) "
+                     "or `invalid_if_match`.",
+                e404="`sku_not_found` or `location_not_found`.",
+                e409="`insufficient_stock`, with `available`.",
+                e412="`version_conflict`, with `current_version`."),
+        },
+    )
     def post(self, request):
         serializer = AdjustmentSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         expected_version = data.get("expected_version")
         if_match = request.headers.get("If-Match", "").strip().strip('"')
-        if expected_version is None and if_match:
-            expected_version = ascii_int(if_match)  # not isdigit(): "²" passes it and int() refuses it
-            if expected_version is None:
+        if if_match:  # checked even when the body names the version: a malformed header is the client's bug
+            if_match_version = ascii_int(if_match)  # not isdigit(): "²" passes it and int() refuses it
+            if if_match_version is None:
                 raise ValidationFailed("If-Match must be a position version number.", code="invalid_if_match")
+            if expected_version is None:
+                expected_version = if_match_version
         result = services.stock_adjust(
             sku=data["sku"],
             location=data["location"],
@@ -158,7 +219,9 @@ class AdjustmentCreate(IdempotencyMixin, APIView):
             quantity=data["quantity"],
             to_location=data.get("to_location") or None,
             expected_version=expected_version,
-            context=MovementContext(source="api", reference=data.get("reference", ""), actor=_actor(request)),
+            # With an Idempotency-Key, the ledger key too: a re-run after a crash replays, never re-applies.
+            context=MovementContext(source="api", reference=data.get("reference", ""), actor=_actor(request),
+                                    event_key=getattr(request, "idempotency_request_key", None)),
         )
         body = {
             "movements": [m.pk for m in result.movements],
@@ -172,10 +235,11 @@ class MovementList(generics.ListAPIView):
     serializer_class = MovementSerializer
     pagination_class = NewestFirstCursorPagination
 
-    @extend_schema(parameters=[
-        OpenApiParameter("location", OpenApiTypes.STR),
-        OpenApiParameter("limit", OpenApiTypes.INT),
-    ])
+    @extend_schema(
+        parameters=[OpenApiParameter("location", OpenApiTypes.STR, description="Only this location's rows.")],
+        responses={200: MovementSerializer(many=True),
+                   **error_responses(e404="`sku_not_found`, `location_not_found`, or no such cursor.")},
+    )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 

@@ -51,15 +51,19 @@ def lines_merge(lines: list[LineRequest]) -> list[LineRequest]:
 def eligible_locations(channel_id: int | None, *, cache: dict | None = None) -> list[Location]:
     """Active locations a reservation may draw from, in priority order.
 
-    The channel's own locations when it lists any; otherwise (or with no channel) every active
-    location: a channel configured without a location list sells from everywhere.
+    The channel's own locations that are active when it lists any (none, if all of them are
+    switched off: the channel then shows 0, channels.propagation.quantity agrees); otherwise (or
+    with no channel) every active location: a channel configured without a location list sells
+    from everywhere.
     """
     if cache is not None and channel_id in cache:
         return cache[channel_id]
-    found: list[Location] = []
+    listed: list[Location] = []
     if channel_id is not None:
-        found = list(Location.objects.filter(channels__id=channel_id, active=True).order_by("priority", "code"))
-    if not found:
+        listed = list(Location.objects.filter(channels__id=channel_id).order_by("priority", "code"))
+    if listed:
+        found = [loc for loc in listed if loc.active]
+    else:
         found = list(Location.objects.filter(active=True).order_by("priority", "code"))
     if cache is not None:
         cache[channel_id] = found

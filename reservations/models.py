@@ -45,6 +45,9 @@ class Reservation(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)  # committed, released or expired
     # Who closed it and why (e.g. "api:storefront", "admin:alice", "order:<channel>", "expiry").
     closed_by = models.CharField(max_length=200, blank=True, default="")
+    # The identity of the request that created it (core.idempotency: API key, Idempotency-Key and
+    # body), so a request re-run after its process died returns this reservation, never a second.
+    request_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

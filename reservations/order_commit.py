@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from uuid import UUID
 
 from django.db.models import Q
 
@@ -54,7 +55,7 @@ class OrderHolds:
                 if line.location_id is not None}
 
 
-def order_holds_lock(orders: set[OrderKey]) -> OrderHolds:
+def order_holds_lock(*, orders: set[OrderKey]) -> OrderHolds:
     """Lock (primary-key order, one query) the live or committed reservations of these orders and
     read their lines. For each order the reservation that serves it: a committed one if any (it
     already took its units), else the oldest active one of the order's channel, else the oldest
@@ -71,7 +72,7 @@ def order_holds_lock(orders: set[OrderKey]) -> OrderHolds:
         .filter(condition, status__in=[Status.ACTIVE, Status.COMMITTED, Status.WAITING])
         .order_by("pk")
     )
-    lines: dict = defaultdict(list)
+    lines: defaultdict[UUID, list[ReservationLine]] = defaultdict(list)
     for line in ReservationLine.objects.filter(reservation__in=candidates).order_by("id"):
         lines[line.reservation_id].append(line)
     for channel_id, order_ref in orders:
@@ -80,7 +81,7 @@ def order_holds_lock(orders: set[OrderKey]) -> OrderHolds:
                            key=lambda r: r.closed_at or r.created_at, reverse=True)
         active = sorted((r for r in mine if r.status == Status.ACTIVE),
                         key=lambda r: (r.channel_id is None, r.created_at))
-        chosen = (committed or active or [None])[0]
+        chosen = next(iter(committed or active), None)
         if chosen is not None:
             found.by_order[(channel_id, order_ref)] = OrderHold(chosen, lines[chosen.pk])
         waiting = [r for r in mine if r.status == Status.WAITING]
@@ -99,7 +100,7 @@ class Settlement:
     released: bool = False
 
 
-def order_hold_settle(hold: OrderHold, *, sold: dict[int, int], positions: dict[tuple[int, int], StockPosition],
+def order_hold_settle(*, hold: OrderHold, sold: dict[int, int], positions: dict[tuple[int, int], StockPosition],
                       context: MovementContext, now: datetime, actor: str) -> Settlement:
     """Settle an *active* hold against what the order sells (`sold`: sku_id -> units): commit up
     to the held units of each sold SKU, release the rest, close the reservation. `positions` are
@@ -107,20 +108,22 @@ def order_hold_settle(hold: OrderHold, *, sold: dict[int, int], positions: dict[
     count or adjustment removed held units) commits only what is on hand; the caller then sells
     the rest from free stock and records any shortfall as an oversell."""
     reservation = hold.reservation
-    ctx = reservation_context(reservation, context)
+    ctx = reservation_context(reservation=reservation, context=context)
     wanted = dict(sold)
     result = Settlement()
     for line in hold.lines:
+        assert line.location_id is not None  # an active reservation's lines name where they hold
         position = positions[(line.sku_id, line.location_id)]
         commit = max(0, min(wanted.get(line.sku_id, 0), line.quantity, position.on_hand))
         if commit:
-            movement_apply(position, type=MovementType.RESERVATION_COMMIT, on_hand_delta=-commit,
+            movement_apply(position=position, type=MovementType.RESERVATION_COMMIT, on_hand_delta=-commit,
                            reserved_delta=-commit, context=ctx, metadata={"order": reservation.order_ref})
             wanted[line.sku_id] -= commit
             result.cover.setdefault(line.sku_id, []).append([line.location_id, commit])
         if line.quantity > commit:
-            movement_apply(position, type=MovementType.RESERVATION_RELEASE, reserved_delta=-(line.quantity - commit),
-                           context=ctx, metadata={"reason": "not in the order", "order": reservation.order_ref})
+            movement_apply(position=position, type=MovementType.RESERVATION_RELEASE,
+                           reserved_delta=-(line.quantity - commit), context=ctx,
+                           metadata={"reason": "not in the order", "order": reservation.order_ref})
             result.released = True
         line.committed = commit
         result.positions.append(position)
@@ -133,17 +136,18 @@ def order_hold_settle(hold: OrderHold, *, sold: dict[int, int], positions: dict[
     return result
 
 
-def order_hold_cover(hold: OrderHold) -> dict[int, list[list[int]]]:
+def order_hold_cover(*, hold: OrderHold) -> dict[int, list[list[int]]]:
     """What a *committed* hold committed, per SKU and location (before subtracting what order
     lines already counted as covered: the caller does that)."""
     cover: dict[int, list[list[int]]] = {}
     for line in hold.lines:
         if line.committed:
+            assert line.location_id is not None  # a committed line left stock somewhere
             cover.setdefault(line.sku_id, []).append([line.location_id, line.committed])
     return cover
 
 
-def order_waiting_release(reservations: list[Reservation], *, now: datetime, actor: str) -> None:
+def order_waiting_release(*, reservations: list[Reservation], now: datetime, actor: str) -> None:
     """Waiting reservations of an order that arrived: the order is served from stock, so they
     leave the queue (they hold nothing)."""
     for reservation in reservations:

@@ -13,7 +13,7 @@ from reservations.models import Reservation, ReservationLine
 _LINES = Prefetch("lines", queryset=ReservationLine.objects.select_related("sku", "location").order_by("id"))
 
 
-def reservation_get(*, reservation_id) -> Reservation:
+def reservation_get(*, reservation_id: uuid.UUID | str) -> Reservation:
     """One reservation with its lines (two queries); 404 `reservation_not_found`."""
     try:
         rid = uuid.UUID(str(reservation_id))
@@ -52,12 +52,12 @@ def reservation_to_dict(reservation: Reservation) -> dict:
     return {
         "id": str(reservation.pk),
         "status": reservation.status,
-        "channel": reservation.channel.slug if reservation.channel_id else None,
+        "channel": reservation.channel.slug if reservation.channel is not None else None,
         "order_ref": reservation.order_ref,
         "expires_at": _iso(reservation.expires_at),
         "ttl_seconds": reservation.ttl_seconds,
         "lines": [
-            {"sku": line.sku.code, "location": line.location.code if line.location_id else None,
+            {"sku": line.sku.code, "location": line.location.code if line.location is not None else None,
              "quantity": line.quantity}
             for line in reservation.lines.all()
         ],

@@ -1,23 +1,33 @@
 """Input/output shapes only; the rules (stock, states, limits that depend on data) are in services."""
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from rest_framework import serializers
 
-from inventory.serializers import StrictCharField, StrictIntegerField
+from inventory.serializers import StrictBooleanField, StrictCharField, StrictIntegerField
 from inventory.services import MAX_QUANTITY
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """true/false only: "yes", 1 or "false" (a truthy string) are client bugs, not booleans."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, bool):
-            self.fail("invalid", input=data)
-        return data
 
 
 def _max_ttl() -> int:
     return int(getattr(settings, "RESERVATION_MAX_TTL_SECONDS", 86400))
+
+
+def _max_lines() -> int:
+    return int(getattr(settings, "RESERVATION_MAX_LINES", 100))
+
+
+class _SettingsLimitsMixin:
+    """Limits read from settings when the serializer is built (not at import), so that both
+    validation and the OpenAPI document (maximum, maxItems) follow the running configuration."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        if "ttl_seconds" in fields:
+            fields["ttl_seconds"].max_value = _max_ttl()
+            fields["ttl_seconds"].validators.append(MaxValueValidator(_max_ttl()))
+        if "lines" in fields:
+            fields["lines"].max_length = _max_lines()
+        return fields
 
 
 class LineInSerializer(serializers.Serializer):
@@ -26,32 +36,20 @@ class LineInSerializer(serializers.Serializer):
     location = StrictCharField(max_length=64, required=False, allow_null=True, allow_blank=True)
 
 
-class ReservationCreateSerializer(serializers.Serializer):
+class ReservationCreateSerializer(_SettingsLimitsMixin, serializers.Serializer):
+    """POST /api/v1/reservations/: hold every line or none (`waitlist`: wait for stock instead of 409)."""
+
     lines = LineInSerializer(many=True, allow_empty=False)
     channel = StrictCharField(max_length=64, required=False, allow_null=True, allow_blank=True)
     order_ref = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
     ttl_seconds = StrictIntegerField(min_value=1, required=False)
     waitlist = StrictBooleanField(required=False, default=False)
 
-    def validate_ttl_seconds(self, value):
-        if value > _max_ttl():
-            raise serializers.ValidationError(f"Ensure this value is less than or equal to {_max_ttl()}.")
-        return value
 
-    def validate_lines(self, value):
-        limit = int(getattr(settings, "RESERVATION_MAX_LINES", 100))
-        if len(value) > limit:
-            raise serializers.ValidationError(f"At most {limit} lines per reservation.")
-        return value
+class ReservationExtendSerializer(_SettingsLimitsMixin, serializers.Serializer):
+    """A new hold time, counted from now."""
 
-
-class ReservationExtendSerializer(serializers.Serializer):
     ttl_seconds = StrictIntegerField(min_value=1)
-
-    def validate_ttl_seconds(self, value):
-        if value > _max_ttl():
-            raise serializers.ValidationError(f"Ensure this value is less than or equal to {_max_ttl()}.")
-        return value
 
 
 class LineOutSerializer(serializers.Serializer):

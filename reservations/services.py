@@ -20,7 +20,6 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -30,17 +29,26 @@ from core.errors import Conflict, DomainError, InsufficientStock, NotFound, Vali
 from core.models import ApiKey
 from inventory.locking import positions_lock, positions_lock_for_skus
 from inventory.models import Location, MovementType, Sku, StockPosition
-from inventory.services import MAX_QUANTITY, MovementContext, movement_apply, positions_changed
+from inventory.services import MovementContext, movement_apply, positions_changed
 from reservations.allocation import (
-    Allocation,
     LineRequest,
     allocate,
-    eligible_locations,
-    lines_merge,
     location_ids_for,
 )
+from reservations.expiry import reservations_expire  # noqa: F401 - re-exported: the beat task calls it
+from reservations.holds import held_at as _held_at
 from reservations.holds import holds_apply, reservation_context
 from reservations.models import Reservation, ReservationLine, WaitlistEntry
+from reservations.validation import (  # noqa: F401 - settings helpers re-exported for callers
+    _channel_resolve,
+    _lines_resolve,
+    _refusal,
+    _ttl,
+    default_ttl_seconds,
+    max_lines,
+    max_ttl_seconds,
+    waitlist_max_seconds,
+)
 from reservations.waitlist import (  # noqa: F401 - re-exported: inventory and tasks call these
     reservations_waitlist_activate,
     reservations_waitlist_activate_for,
@@ -57,109 +65,6 @@ class ReservationExpired(DomainError):
     code = "reservation_expired"
 
 
-def _setting(name: str, default: int) -> int:
-    return int(getattr(settings, name, default))
-
-
-def default_ttl_seconds() -> int:
-    return _setting("RESERVATION_DEFAULT_TTL_SECONDS", 900)
-
-
-def max_ttl_seconds() -> int:
-    return _setting("RESERVATION_MAX_TTL_SECONDS", 86400)
-
-
-def max_lines() -> int:
-    return _setting("RESERVATION_MAX_LINES", 100)
-
-
-def waitlist_max_seconds() -> int:
-    """How long a waiting reservation waits for stock before it expires (a backorder nobody
-    filled in a week is not one the buyer still expects)."""
-    return _setting("RESERVATION_WAITLIST_MAX_SECONDS", 7 * 86400)
-
-
-# ------------------------------------------------------------------------------ input
-
-
-def _ttl(ttl_seconds: int | None) -> int:
-    if ttl_seconds is None:
-        return default_ttl_seconds()
-    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds <= max_ttl_seconds():
-        raise ValidationFailed(f"ttl_seconds must be an integer from 1 to {max_ttl_seconds()}.", code="invalid_ttl")
-    return ttl_seconds
-
-
-def _channel_resolve(channel: Channel | str | int | None) -> Channel | None:
-    if channel is None or channel == "" or isinstance(channel, Channel):
-        return channel or None
-    found = (Channel.objects.filter(pk=channel) if isinstance(channel, int)
-             else Channel.objects.filter(slug=channel)).first()
-    if found is None:
-        raise NotFound(f"Unknown channel '{channel}'.", code="channel_not_found")
-    return found
-
-
-def _lines_resolve(lines: list[dict], channel: Channel | None) -> tuple[list[LineRequest], dict[int, Sku],
-                                                                         list[Location], dict[int, Location]]:
-    """Validate and resolve request lines (codes -> ids), merge duplicates. Two or three queries.
-
-    Returns the merged requests, {sku_id: Sku}, the eligible locations in priority order, and
-    {location_id: Location} for every location the lines may name or draw from."""
-    if not isinstance(lines, list) or not lines:
-        raise ValidationFailed("A reservation needs at least one line.", code="lines_required")
-    if len(lines) > max_lines():
-        raise ValidationFailed(f"At most {max_lines()} lines per reservation.", code="too_many_lines")
-    for i, line in enumerate(lines):
-        quantity = line.get("quantity") if isinstance(line, dict) else None
-        if not isinstance(line, dict) or not isinstance(line.get("sku"), str) or not line["sku"]:
-            raise ValidationFailed(f"lines.{i}: each line needs a SKU code.", code="validation_error")
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_QUANTITY:
-            raise ValidationFailed(f"lines.{i}.quantity must be an integer from 1 to {MAX_QUANTITY}.",
-                                   code="invalid_quantity")
-        if line.get("location") is not None and not isinstance(line["location"], str):
-            raise ValidationFailed(f"lines.{i}.location must be a location code.", code="validation_error")
-    sku_codes = {line["sku"] for line in lines}
-    skus = {s.code: s for s in Sku.objects.filter(code__in=sku_codes)}
-    for code in sku_codes:
-        if code not in skus:
-            raise NotFound(f"Unknown SKU '{code}'.", code="sku_not_found")
-        if not skus[code].active:
-            raise Conflict(f"SKU '{code}' is not active and cannot be reserved.", code="sku_inactive")
-    eligible = eligible_locations(channel.pk if channel else None)
-    location_codes = {line["location"] for line in lines if line.get("location")}
-    named: dict[str, Location] = {}
-    if location_codes:
-        named = {loc.code: loc for loc in Location.objects.filter(code__in=location_codes)}
-        eligible_ids = {loc.pk for loc in eligible}
-        for code in location_codes:
-            if code not in named:
-                raise NotFound(f"Unknown location '{code}'.", code="location_not_found")
-            if not named[code].active:
-                raise Conflict(f"Location '{code}' is not active.", code="location_inactive")
-            if named[code].pk not in eligible_ids:
-                raise ValidationFailed(f"Location '{code}' does not supply channel '{channel}'.",
-                                       code="location_not_eligible")
-    requests = lines_merge([
-        LineRequest(sku_id=skus[line["sku"]].pk, quantity=line["quantity"],
-                    location_id=named[line["location"]].pk if line.get("location") else None)
-        for line in lines
-    ])
-    for line in requests:
-        if line.quantity > MAX_QUANTITY:
-            raise ValidationFailed(f"At most {MAX_QUANTITY} units of a SKU per reservation.", code="invalid_quantity")
-    locations = {loc.pk: loc for loc in [*eligible, *named.values()]}
-    return requests, {s.pk: s for s in skus.values()}, eligible, locations
-
-
-def _refusal(plan: Allocation, skus: dict[int, Sku]) -> InsufficientStock:
-    short = ", ".join(f"{skus[s].code} (requested {plan.requested[s]}, available {plan.available[s]})"
-                      for s in plan.short)
-    return InsufficientStock(
-        f"Not enough stock for {short}; nothing was reserved.",
-        lines=[{"sku": skus[s].code, "requested": plan.requested[s], "available": plan.available[s]}
-               for s in plan.requested],
-    )
 
 
 # ------------------------------------------------------------------------------ shared steps
@@ -168,17 +73,17 @@ def _refusal(plan: Allocation, skus: dict[int, Sku]) -> InsufficientStock:
 def _lines_positions(reservation: Reservation) -> list[tuple[ReservationLine, StockPosition]]:
     """The reservation's lines with their positions, locked in primary-key order."""
     lines = list(reservation.lines.all())
-    locked = positions_lock([(line.sku_id, line.location_id) for line in lines])
-    return [(line, locked[(line.sku_id, line.location_id)]) for line in lines]
+    locked = positions_lock([_held_at(line) for line in lines])
+    return [(line, locked[_held_at(line)]) for line in lines]
 
 
 def _stock_release(reservation: Reservation, *, status: str, context: MovementContext | None,
                    closed_by: str, now: datetime) -> None:
     """Active -> released/expired on a locked reservation: reserved drops by every line."""
-    ctx = reservation_context(reservation, context)
+    ctx = reservation_context(reservation=reservation, context=context)
     pairs = _lines_positions(reservation)
     for line, position in pairs:
-        movement_apply(position, type=MovementType.RESERVATION_RELEASE, reserved_delta=-line.quantity,
+        movement_apply(position=position, type=MovementType.RESERVATION_RELEASE, reserved_delta=-line.quantity,
                        context=ctx, metadata={"reason": status})
     _close(reservation, status=status, closed_by=closed_by, now=now)
     positions_changed([p for _, p in pairs], availability_rose=True)
@@ -197,9 +102,9 @@ def _stock_commit(reservation: Reservation, *, context: MovementContext | None, 
             lines=[{"sku": p.sku.code, "location": p.location.code, "requested": line.quantity,
                     "available": p.on_hand} for line, p in missing],
         )
-    ctx = reservation_context(reservation, context)
+    ctx = reservation_context(reservation=reservation, context=context)
     for line, position in pairs:
-        movement_apply(position, type=MovementType.RESERVATION_COMMIT, on_hand_delta=-line.quantity,
+        movement_apply(position=position, type=MovementType.RESERVATION_COMMIT, on_hand_delta=-line.quantity,
                        reserved_delta=-line.quantity, context=ctx)
         line.committed = line.quantity
     ReservationLine.objects.bulk_update([line for line, _ in pairs], ["committed"])
@@ -214,7 +119,7 @@ def _close(reservation: Reservation, *, status: str, closed_by: str, now: dateti
     reservation.save(update_fields=["status", "closed_at", "closed_by", "updated_at"])
 
 
-def _lock(reservation_id) -> Reservation:
+def _lock(reservation_id: uuid.UUID | str) -> Reservation:
     try:
         rid = uuid.UUID(str(reservation_id))
     except ValueError:
@@ -230,6 +135,8 @@ def _overdue(reservation: Reservation, now: datetime) -> bool:
 
 
 def _expired_error(reservation: Reservation) -> ReservationExpired:
+    if reservation.expires_at is None:  # it expired while waiting: it never had a deadline nor stock
+        return ReservationExpired(f"Reservation {reservation.pk} expired while waiting for stock.")
     return ReservationExpired(f"Reservation {reservation.pk} expired at {reservation.expires_at.isoformat()}; "
                               "its stock was released.")
 
@@ -246,8 +153,12 @@ def reservation_create(
     waitlist: bool = False,
     created_by: ApiKey | None = None,
     context: MovementContext | None = None,
+    request_key: str | None = None,
 ) -> Reservation:
     """Hold stock for every line, or for none.
+
+    `request_key` identifies the client request (core.idempotency): a request re-run after its
+    process died returns the reservation it created, never a second hold.
 
     `lines`: [{"sku": code, "quantity": int, "location": code?}]. Lines without a location are
     filled from the channel's eligible locations in priority order. Lock order: positions of the
@@ -264,8 +175,11 @@ def reservation_create(
     requests, skus, eligible, locations = _lines_resolve(lines, channel_obj)
     try:
         reservation, written = _reservation_create_atomic(requests, skus, eligible, channel_obj, order_ref, ttl,
-                                                          bool(waitlist), created_by, context or MovementContext())
+                                                          bool(waitlist), created_by, context or MovementContext(),
+                                                          request_key)
     except IntegrityError as exc:
+        if request_key and "request_key" in str(exc):  # this very request ran before: its answer
+            return Reservation.objects.prefetch_related("lines__sku", "lines__location").get(request_key=request_key)
         if "reservation_live_order_ref_unique" in str(exc):
             raise Conflict(f"A live reservation for order '{order_ref}' already exists on this channel.",
                            code="duplicate_order_ref") from None
@@ -274,20 +188,24 @@ def reservation_create(
     # objects (already loaded) instead of making it query them again (the checkout hot path).
     for line in written:
         line.sku = skus[line.sku_id]
-        line.location = locations.get(line.location_id)
+        line.location = locations.get(line.location_id) if line.location_id is not None else None
     cached = reservation.lines.all()  # stored like prefetch_related stores it: an evaluated QuerySet
-    cached._result_cache, cached._prefetch_done = written, True
-    reservation._prefetched_objects_cache = {"lines": cached}
+    cached._result_cache = written
+    cached._prefetch_done = True  # type: ignore[attr-defined]  # a private QuerySet attribute the stubs omit
+    reservation._prefetched_objects_cache = {"lines": cached}  # type: ignore[attr-defined]  # likewise on Model
     return reservation
 
 
 @transaction.atomic(durable=True)
-def _reservation_create_atomic(requests, skus, eligible, channel, order_ref, ttl, waitlist, created_by, context):
+def _reservation_create_atomic(requests: list[LineRequest], skus: dict[int, Sku], eligible: list[Location],
+                               channel: Channel | None, order_ref: str, ttl: int, waitlist: bool,
+                               created_by: ApiKey | None, context: MovementContext, request_key: str | None,
+                               ) -> tuple[Reservation, list[ReservationLine]]:
     now = timezone.now()
     # The row goes in before any stock lock is taken: the lock is held only for the stock work.
     reservation = Reservation.objects.create(
         status=Status.ACTIVE, channel=channel, order_ref=order_ref, ttl_seconds=ttl,
-        expires_at=now + timedelta(seconds=ttl), activated_at=now, created_by=created_by,
+        expires_at=now + timedelta(seconds=ttl), activated_at=now, created_by=created_by, request_key=request_key,
     )
     location_ids = location_ids_for(requests, eligible)
     locked = positions_lock_for_skus([r.sku_id for r in requests], location_ids)
@@ -304,12 +222,13 @@ def _reservation_create_atomic(requests, skus, eligible, channel, order_ref, ttl
         queued = dict.fromkeys(r.sku_id for r in requests)
         WaitlistEntry.objects.bulk_create([WaitlistEntry(reservation=reservation, sku_id=s) for s in queued])
         return reservation, written
-    touched, written = holds_apply(reservation, plan, context=context, order=[r.sku_id for r in requests])
+    touched, written = holds_apply(reservation=reservation, plan=plan, context=context,
+                                   order=[r.sku_id for r in requests])
     positions_changed(touched, availability_rose=False)
     return reservation, written
 
 
-def reservation_commit(*, reservation_id, context: MovementContext | None = None) -> Reservation:
+def reservation_commit(*, reservation_id: uuid.UUID | str, context: MovementContext | None = None) -> Reservation:
     """Payment succeeded: the held units leave on_hand (and reserved). Idempotent when committed.
 
     Lock order: the reservation row, then its positions by primary key. An active reservation
@@ -323,7 +242,8 @@ def reservation_commit(*, reservation_id, context: MovementContext | None = None
 
 
 @transaction.atomic(durable=True)
-def _reservation_commit_atomic(reservation_id, context):
+def _reservation_commit_atomic(reservation_id: uuid.UUID | str,
+                               context: MovementContext | None) -> tuple[Reservation, bool]:
     now = timezone.now()
     reservation = _lock(reservation_id)
     if reservation.status == Status.COMMITTED:
@@ -343,7 +263,7 @@ def _reservation_commit_atomic(reservation_id, context):
     return reservation, False
 
 
-def reservation_release(*, reservation_id, context: MovementContext | None = None) -> Reservation:
+def reservation_release(*, reservation_id: uuid.UUID | str, context: MovementContext | None = None) -> Reservation:
     """The buyer left: reserved drops, the units are available again (and may activate the
     waitlist in this same transaction). Idempotent on released and expired reservations (the
     stock is already free; the answer shows which). A waiting reservation leaves the queue.
@@ -352,7 +272,7 @@ def reservation_release(*, reservation_id, context: MovementContext | None = Non
 
 
 @transaction.atomic(durable=True)
-def _reservation_release_atomic(reservation_id, context):
+def _reservation_release_atomic(reservation_id: uuid.UUID | str, context: MovementContext | None) -> Reservation:
     now = timezone.now()
     reservation = _lock(reservation_id)
     closed_by = (context.actor if context else "") or "api"
@@ -369,7 +289,8 @@ def _reservation_release_atomic(reservation_id, context):
     return reservation
 
 
-def reservation_extend(*, reservation_id, ttl_seconds: int, context: MovementContext | None = None) -> Reservation:
+def reservation_extend(*, reservation_id: uuid.UUID | str, ttl_seconds: int,
+                       context: MovementContext | None = None) -> Reservation:
     """Set a new deadline, now + ttl_seconds, on an active reservation (may shorten it).
 
     Expired (or past its deadline): 410, and the stock is released if the sweep had not yet.
@@ -383,7 +304,8 @@ def reservation_extend(*, reservation_id, ttl_seconds: int, context: MovementCon
 
 
 @transaction.atomic(durable=True)
-def _reservation_extend_atomic(reservation_id, ttl, context):
+def _reservation_extend_atomic(reservation_id: uuid.UUID | str, ttl: int,
+                               context: MovementContext | None) -> tuple[Reservation, bool]:
     now = timezone.now()
     reservation = _lock(reservation_id)
     if reservation.status == Status.EXPIRED:
@@ -398,72 +320,6 @@ def _reservation_extend_atomic(reservation_id, ttl, context):
     reservation.ttl_seconds = ttl
     reservation.save(update_fields=["expires_at", "ttl_seconds", "updated_at"])
     return reservation, False
-
-
-def reservations_expire(*, now: datetime | None = None, batch_size: int | None = None,
-                        max_batches: int = 50) -> int:
-    """Release every active reservation past its deadline; returns how many (beat task).
-
-    Each batch locks up to `batch_size` due reservations with SKIP LOCKED (so two sweepers, or a
-    sweeper and a client committing, never wait on each other and never take the same row), then
-    their positions by primary key, in one short transaction.
-    """
-    batch_size = batch_size or _setting("RESERVATION_EXPIRY_BATCH_SIZE", 200)
-    total = 0
-    for _ in range(max_batches):
-        done = _expire_batch(now or timezone.now(), batch_size)
-        total += done
-        if done < batch_size:
-            break
-    for _ in range(max_batches):
-        done = _expire_waiting_batch(now or timezone.now(), batch_size)
-        total += done
-        if done < batch_size:
-            break
-    return total
-
-
-@transaction.atomic(durable=True)
-def _expire_waiting_batch(now: datetime, batch_size: int) -> int:
-    """Waiting reservations that waited `waitlist_max_seconds()` since they were made leave the
-    queue as expired. They hold no stock, so no position is locked and no ledger row is written.
-    (`expires_at` stays null while waiting, as the API has always shown it.)"""
-    due = list(
-        Reservation.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(status=Status.WAITING, created_at__lte=now - timedelta(seconds=waitlist_max_seconds()))
-        .order_by("created_at")[:batch_size]
-    )
-    if not due:
-        return 0
-    WaitlistEntry.objects.filter(reservation__in=due).delete()
-    Reservation.objects.filter(pk__in=[r.pk for r in due]).update(
-        status=Status.EXPIRED, closed_at=now, closed_by="expiry: waited too long", updated_at=timezone.now())
-    return len(due)
-
-
-@transaction.atomic(durable=True)
-def _expire_batch(now: datetime, batch_size: int) -> int:
-    due = list(
-        Reservation.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(status=Status.ACTIVE, expires_at__lte=now)
-        .order_by("expires_at")[:batch_size]
-    )
-    if not due:
-        return 0
-    lines = list(ReservationLine.objects.filter(reservation__in=due).order_by("id"))
-    locked = positions_lock({(line.sku_id, line.location_id) for line in lines})
-    by_reservation: dict = {}
-    for line in lines:
-        by_reservation.setdefault(line.reservation_id, []).append(line)
-    for reservation in due:
-        ctx = reservation_context(reservation, MovementContext(source="expiry", actor="system"))
-        for line in by_reservation.get(reservation.pk, []):
-            movement_apply(locked[(line.sku_id, line.location_id)], type=MovementType.RESERVATION_RELEASE,
-                           reserved_delta=-line.quantity, context=ctx, metadata={"reason": "expired"})
-    Reservation.objects.filter(pk__in=[r.pk for r in due]).update(
-        status=Status.EXPIRED, closed_at=now, closed_by="expiry", updated_at=timezone.now())
-    positions_changed(list(locked.values()), availability_rose=True)
-    return len(due)
 
 
 def reservation_commit_for_order(
@@ -485,7 +341,8 @@ def reservation_commit_for_order(
     channel_id = None
     if channel is not None:
         try:
-            channel_id = _channel_resolve(channel).pk
+            resolved = _channel_resolve(channel)
+            channel_id = resolved.pk if resolved is not None else None  # None for channel=""
         except NotFound:
             channel_id = None
     with transaction.atomic():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from core.errors import NotFound, ValidationFailed
 from core.idempotency import IdempotencyMixin
 from core.pagination import PageNumberPagination
+from core.schema import error_responses
 from inventory.services import MovementContext
 from reservations import selectors, services
 from reservations.models import Reservation
@@ -22,6 +23,11 @@ from reservations.serializers import (
 
 # Reading a reservation is part of running a checkout, so the same scope covers it.
 SCOPES = {"GET": "reservations:write", "POST": "reservations:write"}
+
+ID_PARAMETER = OpenApiParameter("reservation_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+LOCATION_HEADER = OpenApiParameter("Location", OpenApiTypes.STR, OpenApiParameter.HEADER, response=[201, 202],
+                                   required=True, description="The new reservation's URL.")
+NOT_FOUND = error_responses(e404="`reservation_not_found`.")
 
 
 def _reservation_id(value: str) -> str:
@@ -48,9 +54,24 @@ class ReservationListCreate(IdempotencyMixin, APIView):
     required_scopes = SCOPES
     idempotency_methods = ("POST",)
     idempotency_required = ("POST",)  # contract: a retried checkout must never hold stock twice
+    pagination_class = PageNumberPagination
 
-    @extend_schema(request=ReservationCreateSerializer,
-                   responses={201: ReservationOutSerializer, 202: ReservationOutSerializer})
+    @extend_schema(
+        request=ReservationCreateSerializer,
+        parameters=[LOCATION_HEADER],
+        responses={
+            201: ReservationOutSerializer,
+            202: OpenApiResponse(ReservationOutSerializer,
+                                 description='Not enough stock and `"waitlist": true`: `"status": "waiting"`.'),
+            **error_responses(
+                e400="`validation_error`, `idempotency_key_required`, `invalid_quantity` (over 10^9 units of one "
+                     "SKU) or `location_not_eligible` (a named location the channel does not sell from).",
+                e404="`sku_not_found`, `location_not_found` or `channel_not_found`.",
+                e409="`insufficient_stock` with `lines` (nothing was reserved), `sku_inactive`, "
+                     "`location_inactive`, `channel_inactive` or `duplicate_order_ref` (a live reservation for this "
+                     "`order_ref` on the channel)."),
+        },
+    )
     def post(self, request):
         serializer = ReservationCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -64,16 +85,19 @@ class ReservationListCreate(IdempotencyMixin, APIView):
             waitlist=data["waitlist"],
             created_by=request.auth,
             context=_context(request),
+            request_key=getattr(request, "idempotency_request_key", None),  # a re-run after a crash returns it
         )
         return _answer(reservation, created=True)
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("status", OpenApiTypes.STR, enum=list(Reservation.Status.values)),
+            OpenApiParameter("status", OpenApiTypes.STR, enum=["", *Reservation.Status.values],
+                             description="Empty: every status."),
             OpenApiParameter("order_ref", OpenApiTypes.STR),
-            OpenApiParameter("channel", OpenApiTypes.STR),
+            OpenApiParameter("channel", OpenApiTypes.STR, description="channel slug"),
         ],
-        responses=ReservationOutSerializer(many=True),
+        responses={200: ReservationOutSerializer(many=True),
+                   **error_responses(e400="`invalid_status`.")},
     )
     def get(self, request):
         status_filter = request.query_params.get("status")
@@ -82,7 +106,7 @@ class ReservationListCreate(IdempotencyMixin, APIView):
                                    code="invalid_status")
         qs = selectors.reservation_list(status=status_filter, order_ref=request.query_params.get("order_ref"),
                                         channel=request.query_params.get("channel"))
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response([selectors.reservation_to_dict(r) for r in page])
 
@@ -90,7 +114,7 @@ class ReservationListCreate(IdempotencyMixin, APIView):
 class ReservationDetail(APIView):
     required_scopes = SCOPES
 
-    @extend_schema(responses=ReservationOutSerializer)
+    @extend_schema(parameters=[ID_PARAMETER], responses={200: ReservationOutSerializer, **NOT_FOUND})
     def get(self, request, reservation_id):
         reservation = selectors.reservation_get(reservation_id=_reservation_id(reservation_id))
         return Response(selectors.reservation_to_dict(reservation))
@@ -100,7 +124,12 @@ class ReservationCommit(IdempotencyMixin, APIView):
     required_scopes = SCOPES
     idempotency_methods = ("POST",)
 
-    @extend_schema(request=None, responses=ReservationOutSerializer)
+    @extend_schema(request=None, parameters=[ID_PARAMETER], responses={
+        200: ReservationOutSerializer,
+        **NOT_FOUND,
+        **error_responses(e409="`reservation_released`, or `reservation_not_active` (still waiting for stock).",
+                          e410="`reservation_expired`: its stock was released."),
+    })
     def post(self, request, reservation_id):
         return _answer(services.reservation_commit(reservation_id=_reservation_id(reservation_id),
                                                    context=_context(request)))
@@ -110,7 +139,11 @@ class ReservationRelease(IdempotencyMixin, APIView):
     required_scopes = SCOPES
     idempotency_methods = ("POST",)
 
-    @extend_schema(request=None, responses=ReservationOutSerializer)
+    @extend_schema(request=None, parameters=[ID_PARAMETER], responses={
+        200: ReservationOutSerializer,
+        **NOT_FOUND,
+        **error_responses(e409="`reservation_committed`."),
+    })
     def post(self, request, reservation_id):
         return _answer(services.reservation_release(reservation_id=_reservation_id(reservation_id),
                                                     context=_context(request)))
@@ -120,7 +153,12 @@ class ReservationExtend(IdempotencyMixin, APIView):
     required_scopes = SCOPES
     idempotency_methods = ("POST",)
 
-    @extend_schema(request=ReservationExtendSerializer, responses=ReservationOutSerializer)
+    @extend_schema(request=ReservationExtendSerializer, parameters=[ID_PARAMETER], responses={
+        200: ReservationOutSerializer,
+        **NOT_FOUND,
+        **error_responses(e409="`reservation_not_active`: only an active reservation can be extended.",
+                          e410="`reservation_expired`."),
+    })
     def post(self, request, reservation_id):
         serializer = ReservationExtendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from core.errors import DomainError
 from core.oncommit import enqueue_on_commit
+from inventory.hooks import StockChange
 from inventory.locking import positions_lock_for_skus, positions_lock_nowait
 from inventory.models import StockPosition
 from reservations.allocation import LineRequest, allocate, eligible_locations, location_ids_for
@@ -40,7 +41,7 @@ BATCH = 50  # waiting reservations examined per query
 MAX_DEFERRALS = 5  # task retries on lock contention before leaving it to the periodic sweep
 
 
-def waitlist_on_stock_change(change) -> list[StockPosition]:
+def waitlist_on_stock_change(change: StockChange) -> list[StockPosition]:
     """Stock-change reaction (settings.STOCK_CHANGE_REACTIONS, first): when availability rose,
     activate waiting reservations in this transaction. Returns the positions it changed, so the
     reactions after it (the channel outbox) see them too."""
@@ -50,7 +51,7 @@ def waitlist_on_stock_change(change) -> list[StockPosition]:
     return touched
 
 
-def reservations_waitlist_activate_for(positions: Iterable[StockPosition], *, now: datetime | None = None) -> int:
+def reservations_waitlist_activate_for(*, positions: Iterable[StockPosition], now: datetime | None = None) -> int:
     """Activate waiting reservations for the SKUs of `positions`, whose availability just rose,
     inside the caller's transaction (which holds the locks on `positions`), and announce what it
     changed. Returns how many were activated."""
@@ -61,7 +62,8 @@ def reservations_waitlist_activate_for(positions: Iterable[StockPosition], *, no
     return activated
 
 
-def _activate_for(positions: Iterable[StockPosition], *, now: datetime | None = None) -> tuple[int, list]:
+def _activate_for(positions: Iterable[StockPosition], *,
+                  now: datetime | None = None) -> tuple[int, list[StockPosition]]:
     """One indexed query when nobody waits. Inside a savepoint: a failure here is logged and
     retried by a task, it never undoes the stock change that triggered it."""
     positions = list(positions)
@@ -202,7 +204,8 @@ def _activate(sku_ids: set[int], held: dict[int, StockPosition], *, now: datetim
             ReservationLine.objects.filter(reservation=reservation).delete()  # the request, now allocations
             WaitlistEntry.objects.filter(reservation=reservation).delete()
             context = MovementContext(source="waitlist", actor="system")
-            changed, _lines = holds_apply(reservation, plan, context=context, order=[r.sku_id for r in requests])
+            changed, _lines = holds_apply(reservation=reservation, plan=plan, context=context,
+                                          order=[r.sku_id for r in requests])
             for position in changed:
                 touched[position.pk] = position
             reservation.status = Reservation.Status.ACTIVE

@@ -20,6 +20,7 @@ from channels.propagation.base import (
     _Claimed,
 )
 from channels.ratelimit import wake_claim
+from core.sql import sql_compose
 from inventory.hooks import StockChange
 
 logger = logging.getLogger(__name__)
@@ -38,17 +39,16 @@ def pairs_mark_dirty(*, sku_ids: Iterable[int], location_ids: Iterable[int] | No
     sku_ids = sorted(set(sku_ids))
     if not sku_ids:
         return []
-    through = Channel.locations.through._meta.db_table
     params = {"skus": sku_ids, "force": force,
               "locs": sorted(set(location_ids)) if location_ids is not None else None,
               "channels": sorted(set(channel_ids)) if channel_ids is not None else None}
-    sql = f"""
-        INSERT INTO {DirtyPair._meta.db_table}
+    sql = sql_compose("""
+        INSERT INTO {pair}
             (channel_id, sku_id, generation, force, marked_at, next_attempt_at, attempts,
              first_error, last_error)
         SELECT l.channel_id, l.sku_id, 1, %(force)s, clock_timestamp(), clock_timestamp(), 0, '', ''
-        FROM {ChannelListing._meta.db_table} l
-        JOIN {Channel._meta.db_table} c ON c.id = l.channel_id
+        FROM {listing} l
+        JOIN {channel} c ON c.id = l.channel_id
         WHERE l.sku_id = ANY(%(skus)s) AND c.active AND c.push_enabled
           AND (%(channels)s::bigint[] IS NULL OR l.channel_id = ANY(%(channels)s::bigint[]))
           AND (%(locs)s::bigint[] IS NULL
@@ -57,13 +57,14 @@ def pairs_mark_dirty(*, sku_ids: Iterable[int], location_ids: Iterable[int] | No
                           WHERE cl.channel_id = c.id AND cl.location_id = ANY(%(locs)s::bigint[])))
         ORDER BY l.channel_id, l.sku_id
         ON CONFLICT (channel_id, sku_id) DO UPDATE SET
-            generation = {DirtyPair._meta.db_table}.generation + 1,
-            force = {DirtyPair._meta.db_table}.force OR EXCLUDED.force,
+            generation = {pair}.generation + 1,
+            force = {pair}.force OR EXCLUDED.force,
             next_attempt_at = CASE WHEN EXCLUDED.force
-                THEN LEAST({DirtyPair._meta.db_table}.next_attempt_at, EXCLUDED.next_attempt_at)
-                ELSE {DirtyPair._meta.db_table}.next_attempt_at END
+                THEN LEAST({pair}.next_attempt_at, EXCLUDED.next_attempt_at)
+                ELSE {pair}.next_attempt_at END
         RETURNING channel_id
-    """  # noqa: S608 - table names come from model metadata; values are parameters
+    """, pair=DirtyPair._meta.db_table, listing=ChannelListing._meta.db_table, channel=Channel._meta.db_table,
+                      through=Channel.locations.through._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return sorted({row[0] for row in cursor.fetchall()})
@@ -139,8 +140,8 @@ def _lock_pairs(pair_ids: list[int]) -> None:
     if not pair_ids:
         return
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {DirtyPair._meta.db_table} WHERE id = ANY(%s) "  # noqa: S608
-                       "ORDER BY channel_id, sku_id FOR UPDATE", [sorted(pair_ids)])
+        cursor.execute(sql_compose("SELECT id FROM {pair} WHERE id = ANY(%s) ORDER BY channel_id, sku_id FOR UPDATE",
+                                   pair=DirtyPair._meta.db_table), [sorted(pair_ids)])
 
 
 # ------------------------------------------------------------------------------ sweeping

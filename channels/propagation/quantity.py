@@ -14,6 +14,7 @@ from channels.models import (
     ChannelSkuState,
     DirtyPair,
 )
+from core.sql import sql_compose
 from inventory.models import Location, Sku, StockPosition
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ _AVAILABLE = """COALESCE((SELECT SUM(GREATEST(p.on_hand - p.reserved, 0)) FROM {
 
 
 _QUANTITY_SQL = ("WITH " + _ELIGIBLE + " SELECT s.id, s.safety_stock, s.active, " + _AVAILABLE  # noqa: S608
-                 + " FROM {sku} s WHERE s.id = ANY(%(skus)s)")  # table names from model metadata only
+                 + " FROM {sku} s WHERE s.id = ANY(%(skus)s)")  # composed with core.sql.sql_compose
 
 
 def channel_quantities(*, channel: Channel, sku_ids: Iterable[int]) -> dict[int, int]:
@@ -61,7 +62,7 @@ def channel_quantities(*, channel: Channel, sku_ids: Iterable[int]) -> dict[int,
     sku_ids = sorted(set(sku_ids))
     if not sku_ids:
         return {}
-    sql = _QUANTITY_SQL.format(**_tables())
+    sql = sql_compose(_QUANTITY_SQL, **_tables())
     with connection.cursor() as cursor:
         cursor.execute(sql, {"channel": channel.pk, "skus": sku_ids})
         rows = cursor.fetchall()

@@ -31,6 +31,7 @@ from channels.propagation.outbox import (
 )
 from channels.ratelimit import ratelimit_block
 from core.backoff import backoff_delay
+from core.sql import sql_compose
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ def _fence_issue(channel_id: int) -> int:
     the database that will check it. The Redis lock can expire under a stalled holder; the token
     makes sure only the newest holder records results (see `_record`)."""
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {Channel._meta.db_table} SET push_fence = push_fence + 1 "  # noqa: S608
-                       "WHERE id = %s RETURNING push_fence", [channel_id])
+        cursor.execute(sql_compose("UPDATE {channel} SET push_fence = push_fence + 1 WHERE id = %s "
+                                   "RETURNING push_fence", channel=Channel._meta.db_table), [channel_id])
         row = cursor.fetchone()
     return row[0] if row else 0
 
@@ -174,7 +175,7 @@ def _record_success(channel: Channel, batch: list[_Claimed], result: _Result, no
     fan-out: fence check, audit row, last-pushed state, compare-and-delete of the outbox rows in
     (channel, sku) lock order, superseded dead letters, channel health). Same effects as the
     general path in `_record`. Returns False, having recorded only the audit row, when fenced out."""
-    sql = _SUCCESS_SQL.format(attempt=PushAttempt._meta.db_table, state=ChannelSkuState._meta.db_table,
+    sql = sql_compose(_SUCCESS_SQL, attempt=PushAttempt._meta.db_table, state=ChannelSkuState._meta.db_table,
                               pair=DirtyPair._meta.db_table, dead=DeadLetter._meta.db_table,
                               channel=Channel._meta.db_table)
     params = {

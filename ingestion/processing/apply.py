@@ -11,6 +11,10 @@ Then, under those locks:
 2. settle each order's hold once (commit what the order sells, release the rest);
 3. apply each event's lines through `movement_apply`, ledger rows carrying the line's stable key.
 
+Why one module of ~470 lines: every step works on the one BatchProcessor state (the locked
+positions, applied keys, order cover, in-memory order lines) that `snapshot()` must save and
+restore as a whole; split across modules, a new field would be easy to leave out of it.
+
 `careful=False` (the fast path) applies the batch without savepoints and lets any error escape;
 the caller rolls it back and reruns with `careful=True`, where every order settlement and every
 event gets its own savepoint and its own outcome, so one bad event never holds back another.
@@ -22,6 +26,7 @@ import contextlib
 import copy
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from django.db import transaction
@@ -71,7 +76,7 @@ class BatchProcessor:
         self.results: dict[int, EventResult] = {}
         # State of the batch under its locks; snapshot() / restore() undo one event's share of it.
         self.locked: dict[tuple[int, int], StockPosition] = {}
-        self.applied_keys: set[str] = set()
+        self.applied_keys: set[str | None] = set()  # ledger keys (a nullable column)
         self.sold_lines: set[tuple] = set()
         self.changed: dict[tuple[int, int], StockPosition] = {}
         self.availability_rose = False
@@ -92,7 +97,7 @@ class BatchProcessor:
 
         orders = {(_channel_id(plan), order_ref_of(line)) for plan in plans for line in plan.lines
                   if line.kind == "sale" and line.error is None and order_ref_of(line)}
-        holds = order_holds_lock(orders)  # reservation rows first: the global lock order
+        holds = order_holds_lock(orders=orders)  # reservation rows first: the global lock order
         self.locked = positions_lock(self._pairs(plans) | holds.pairs)
         self._load(plans)
         deferred = self._settle_orders(plans, holds)
@@ -133,7 +138,7 @@ class BatchProcessor:
             ).values_list("channel_id", "order_ref", "line_id")
             self.sold_lines = {row for row in rows if row in wanted}
         level_pairs = {(line.sku_id, line.location_id) for plan in plans for line in plan.lines
-                       if line.kind in ("count", "delta") and line.location_id}
+                       if line.kind in ("count", "delta") and line.sku_id and line.location_id}
         if level_pairs:
             self.watermarks = {(w.sku_id, w.location_id): w.observed_at
                                for w in LevelWatermark.objects.filter(_pairs_q(level_pairs))}
@@ -159,6 +164,7 @@ class BatchProcessor:
                 events[key].add(plan.event.pk)
                 if line.key in self.applied_keys or (*key, line_id_of(line)) in self.sold_lines:
                     continue
+                assert line.sku_id is not None  # a planned sale names its SKU
                 sold[key][line.sku_id] += line.quantity
                 first.setdefault(key, (plan, line))
         consumed = self._covered_before([key for key, hold in holds.by_order.items()
@@ -174,6 +180,7 @@ class BatchProcessor:
             except Exception as exc:
                 if not self.careful:
                     raise
+                assert undo is not None  # careful mode took the snapshot
                 undo()
                 logger.warning("order %s: settling its reservation failed; its events retry", key[1], exc_info=True)
                 code = "database_error" if not isinstance(exc, DomainError | Transient) else exc.code
@@ -185,19 +192,19 @@ class BatchProcessor:
                     line: Line, now: datetime) -> None:
         actor = f"ingestion:{plan.event.pk}"
         if key in holds.waiting:
-            order_waiting_release(holds.waiting[key], now=now, actor=actor)
+            order_waiting_release(reservations=holds.waiting[key], now=now, actor=actor)
         hold = holds.by_order.get(key)
         if hold is None:
             return
         if hold.reservation.status == Reservation.Status.ACTIVE:
-            settled = order_hold_settle(hold, sold=dict(sold), positions=self.locked,
+            settled = order_hold_settle(hold=hold, sold=dict(sold), positions=self.locked,
                                         context=self._context(plan, line), now=now, actor=actor)
             for position in settled.positions:
                 self.changed[(position.sku_id, position.location_id)] = position
             self.availability_rose |= settled.released
             cover = settled.cover
         else:  # committed earlier: what it committed, less what order lines already drew from it
-            cover = order_hold_cover(hold)
+            cover = order_hold_cover(hold=hold)
             for sku_id, sources in cover.items():
                 _draw(sources, consumed.get((*key, sku_id), 0))
         for sku_id, sources in cover.items():
@@ -216,7 +223,7 @@ class BatchProcessor:
 
     # ---------------------------------------------------------------- one event
 
-    def snapshot(self):
+    def snapshot(self) -> Callable[[], None]:
         """Everything an event may change in memory; the returned function puts it back (after
         its savepoint was rolled back, so memory matches the database again)."""
         positions = {pair: (p.on_hand, p.reserved, p.version) for pair, p in self.locked.items()}
@@ -243,10 +250,11 @@ class BatchProcessor:
 
     def _apply_plan(self, plan: Plan) -> EventResult:
         if not self.careful:
-            outcome = {line.key: self._apply_line(plan, line) for line in plan.lines if line.error is None}
+            outcome: dict[str, str] = {line.key: self._apply_line(plan, line) for line in plan.lines
+                                       if line.error is None}
             return _result(plan, outcome)
         undo = self.snapshot()
-        outcome: dict[str, str] = {}
+        outcome = {}
         try:
             with transaction.atomic():  # savepoint: one event's lines all apply, or none do
                 for line in plan.lines:
@@ -273,10 +281,10 @@ class BatchProcessor:
             metadata={"inbound_event": plan.event.pk},
         )
 
-    def _move(self, plan: Plan, line: Line, position: StockPosition, *, type: str, delta: int, key: str | None,
-              metadata: dict | None = None) -> None:
-        movement_apply(position, type=type, on_hand_delta=delta, context=self._context(plan, line), event_key=key,
-                       metadata=metadata)
+    def _move(self, plan: Plan, line: Line, position: StockPosition, *, type: str, delta: int, key: str,
+              metadata: dict[str, object] | None = None) -> None:
+        movement_apply(position=position, type=type, on_hand_delta=delta, context=self._context(plan, line),
+                       event_key=key, metadata=metadata)
         self.applied_keys.add(key)
         self.changed[(position.sku_id, position.location_id)] = position
         self.availability_rose |= delta > 0
@@ -290,6 +298,7 @@ class BatchProcessor:
             return "replayed"
         if line.kind == "restock":
             return self._apply_restock(plan, line)
+        assert line.sku_id is not None and line.location_id is not None  # planned (notes returned above)
         position = self.locked[(line.sku_id, line.location_id)]
         if line.kind == "count":
             return self._apply_count(plan, line, position)
@@ -297,6 +306,7 @@ class BatchProcessor:
             if line.quantity > position.available:
                 raise Transient("insufficient_stock",
                                 f"Only {position.available} available to transfer; will retry.")
+            assert line.to_location_id is not None  # a planned transfer names both locations
             destination = self.locked[(line.sku_id, line.to_location_id)]
             self._move(plan, line, position, type=MovementType.TRANSFER_OUT, delta=-line.quantity, key=line.key)
             self._move(plan, line, destination, type=MovementType.TRANSFER_IN, delta=line.quantity,
@@ -325,6 +335,7 @@ class BatchProcessor:
         line_key = (_channel_id(plan), order_ref, line_id_of(line))
         if line.key in self.applied_keys or line_key in self.sold_lines:
             return "replayed"
+        assert line.sku_id is not None and line.location_id is not None  # a planned sale names both
         sources = _draw(self.cover.get(((_channel_id(plan), order_ref), line.sku_id), []), line.quantity)
         covered = sum(src["taken"] for src in sources)
         position = self.locked[(line.sku_id, line.location_id)]
@@ -358,6 +369,7 @@ class BatchProcessor:
 
     def _apply_restock(self, plan: Plan, line: Line) -> str:
         """Put back at most what the order line took, each unit where it was taken from."""
+        order_line: IngestedOrderLine | None
         if line.order_line is not None:
             order_line = self.order_lines[line.order_line.pk]
         else:
@@ -394,7 +406,9 @@ class BatchProcessor:
         level applied to the position: stale, not applied."""
         channel = plan.channel
         observed = line.event.occurred_at or plan.event.received_at
+        assert line.sku_id is not None and line.location_id is not None  # _apply_line: a planned count
         if line.event.metadata.get("channel_level"):
+            assert channel is not None  # only a channel's adapter reports the channel's own levels
             state = ChannelSkuState.objects.filter(channel=channel, sku_id=line.sku_id).values_list(
                 "last_pushed", "last_pushed_at").first()
             last_pushed, pushed_at = state or (None, None)
@@ -425,12 +439,12 @@ class BatchProcessor:
 # ------------------------------------------------------------------------------ helpers
 
 
-def _result(plan: Plan, outcome: dict) -> EventResult:
-    errors = [line for line in plan.lines if line.error is not None]
-    for line in errors:
-        outcome[line.key] = f"failed: {line.error.code}: {line.error.detail}"
+def _result(plan: Plan, outcome: dict[str, str]) -> EventResult:
+    errors = [(line.key, line.error) for line in plan.lines if line.error is not None]
+    for key, error in errors:
+        outcome[key] = f"failed: {error.code}: {error.detail}"
     if errors:
-        first = errors[0].error
+        first = errors[0][1]
         detail = first.detail if len(errors) == 1 else f"{first.detail} (and {len(errors) - 1} more lines)"
         return EventResult(InboundEvent.Status.FAILED, first.code, detail, outcome=outcome)
     if not plan.lines:
@@ -458,7 +472,7 @@ def _draw(cover: list[list[int]], units: int) -> list[dict]:
     return taken
 
 
-def _pairs_q(pairs) -> Q:
+def _pairs_q(pairs: Iterable[tuple[int, int]]) -> Q:
     condition = Q(pk__in=[])
     for sku_id, location_id in pairs:
         condition |= Q(sku_id=sku_id, location_id=location_id)

@@ -108,8 +108,9 @@ class Resolver:
     """Batch lookups of SKUs, listings, locations and order lines (a few queries per batch)."""
 
     def __init__(self, plans: list[tuple[InboundEvent, Channel | None, list[CanonicalEvent]]]):
-        codes, candidates = set(), defaultdict(set)
-        order_keys = set()
+        codes: set[str] = set()
+        candidates: defaultdict[int, set[str]] = defaultdict(set)
+        order_keys: set[tuple[int | None, str, str | None]] = set()
         for _inbound, channel, events in plans:
             for ev in events:
                 if ev.sku:
@@ -139,11 +140,11 @@ class Resolver:
                 for key in LISTING_ATTRIBUTE_KEYS:
                     if (attributes or {}).get(key) is not None:
                         self.attribute_listings[(channel_id, key, str(attributes[key]))] = sku_id
-        self.order_lines: dict[tuple, IngestedOrderLine] = {}
+        self.order_lines: dict[tuple[int | None, str, str | None], IngestedOrderLine] = {}
         if order_keys:
             condition = Q()
-            for channel_id, order_ref, line_id in order_keys:
-                condition |= Q(channel_id=channel_id, order_ref=order_ref, line_id=line_id)
+            for order_channel_id, order_ref, line_id in order_keys:
+                condition |= Q(channel_id=order_channel_id, order_ref=order_ref, line_id=line_id)
             for line in IngestedOrderLine.objects.filter(condition):
                 self.order_lines[(line.channel_id, line.order_ref, line.line_id)] = line
 
@@ -226,7 +227,7 @@ def plans_make(events: list[InboundEvent], channels: dict[int, Channel]) -> tupl
     failed: dict[int, EventResult] = {}
     parsed = []
     for inbound in events:
-        channel = channels.get(inbound.channel_id)
+        channel = channels.get(inbound.channel_id) if inbound.channel_id is not None else None
         try:
             parsed.append((inbound, channel, events_for(inbound, channel)))
         except Permanent as exc:
@@ -263,6 +264,7 @@ def _line_for(channel: Channel | None, ev: CanonicalEvent, resolver: Resolver) -
                     sku_id=sku_id, location_id=resolver.location_for(channel, ev))
     if ev.type == "count":
         if ev.metadata.get("channel_level"):
+            assert channel is not None  # only a channel's adapter reports the channel's own levels
             location_id = resolver.channel_location_for(channel, ev)
             if location_id is None:
                 return Line(key=ev.event_id, kind="count", type="count", quantity=ev.quantity, event=ev,

@@ -72,7 +72,8 @@ def test_outbox_survives_a_crash_between_commit_and_send(transactional_db, simul
         with transaction.atomic():
             transaction.on_commit(functools.partial(os._exit, 0))  # runs first: the crash
             position = positions_lock([({sku.pk}, {location.pk})])[({sku.pk}, {location.pk})]
-            movement_apply(position, type="receipt", on_hand_delta=9, context=MovementContext(source="crash-test"))
+            movement_apply(position=position, type="receipt", on_hand_delta=9,
+                           context=MovementContext(source="crash-test"))
             positions_changed([position], availability_rose=True)
         raise SystemExit("not reached: the process exits inside on_commit")
     """)

@@ -9,8 +9,8 @@ from django.conf import settings
 from django.core.handlers.wsgi import WSGIRequest
 from django.test import override_settings
 
-from ingestion import selectors, views
 from channels.adapters.canonical import CanonicalError, canonical_event_parse
+from ingestion import selectors, views
 from ingestion.models import InboundEvent
 from ingestion.services import MAX_WEBHOOK_BYTES, inbound_events_reprocess
 from inventory.models import StockPosition

@@ -187,6 +187,6 @@ def test_conditional_update_refuses_a_decision_taken_on_stale_numbers(sku, locat
     stale = position(sku, location)  # read, not locked
     adjust(sku, location, "sale", 1)  # someone else sells the last unit
     with pytest.raises(InsufficientStock), transaction.atomic():
-        services.movement_apply(stale, type="sale", on_hand_delta=-1, context=MovementContext())
+        services.movement_apply(position=stale, type="sale", on_hand_delta=-1, context=MovementContext())
     assert position(sku, location).on_hand == 0
     assert StockMovement.objects.count() == 2

@@ -39,7 +39,7 @@ def test_a_reserve_increment_beyond_available_is_refused_even_on_stale_numbers(w
     stale = StockPosition.objects.get(sku=tee, location=wh)
     stale.on_hand = 50  # what a caller that forgot the lock might believe
     with pytest.raises(InsufficientStock), transaction.atomic():
-        stock.movement_apply(stale, type="reserve", reserved_delta=8, context=stock.MovementContext())
+        stock.movement_apply(position=stale, type="reserve", reserved_delta=8, context=stock.MovementContext())
     position = StockPosition.objects.get(sku=tee, location=wh)
     assert (position.on_hand, position.reserved) == (5, 0)
 
@@ -51,7 +51,7 @@ def test_waitlist_decides_on_numbers_read_under_its_lock(wh, tee):
     stale.on_hand = 10  # e.g. read before a concurrent sale committed
 
     with transaction.atomic():
-        activated = reservations_waitlist_activate_for([stale])
+        activated = reservations_waitlist_activate_for(positions=[stale])
 
     assert activated == 0
     assert Reservation.objects.get(pk=waiting.pk).status == "waiting"

@@ -235,6 +235,21 @@ def test_commit_or_extend_of_an_expired_reservation_is_410_and_releases_it(stock
     assert level("A", "wh") == (10, 0)
 
 
+def test_commit_or_extend_of_a_reservation_that_expired_waiting_is_410(stocked, settings):
+    # Found by mypy: it expired without ever having a deadline, and building the 410 read
+    # expires_at.isoformat() of None (a 500).
+    settings.RESERVATION_WAITLIST_MAX_SECONDS = 3600
+    waiting = services.reservation_create(lines=[{"sku": "B", "quantity": 9}], waitlist=True)
+    assert services.reservations_expire(now=timezone.now() + timedelta(hours=2)) == 1
+
+    with pytest.raises(ReservationExpired) as gone:
+        services.reservation_commit(reservation_id=waiting.pk)
+    assert (gone.value.status, gone.value.code) == (410, "reservation_expired")
+    with pytest.raises(ReservationExpired):
+        services.reservation_extend(reservation_id=waiting.pk, ttl_seconds=60)
+    assert level("B", "wh") == (3, 0)
+
+
 def test_expiry_task_runs_the_sweep(stocked):
     from reservations.tasks import reservations_expire_task
 

@@ -128,7 +128,7 @@ class Command(BaseCommand):
                 locked = positions_lock([(s, location.pk) for s in sku_ids[start:start + 1000]])
                 for position in locked.values():
                     if position.on_hand == 0:
-                        movement_apply(position, type="receipt", on_hand_delta=SPREAD_STOCK, context=context)
+                        movement_apply(position=position, type="receipt", on_hand_delta=SPREAD_STOCK, context=context)
         self.stdout.write(f"  done in {time.monotonic() - started:.1f}s")
 
     def _hot_sku(self, code: str, quantity: int) -> None:
@@ -136,7 +136,7 @@ class Command(BaseCommand):
         location = Location.objects.get(code=LOCATION)
         with transaction.atomic():
             position = positions_lock([(sku.pk, location.pk)])[(sku.pk, location.pk)]
-            movement_apply(position, type="receipt", on_hand_delta=quantity,
+            movement_apply(position=position, type="receipt", on_hand_delta=quantity,
                            context=MovementContext(source="bench", reference="bench stock"))
 
     def _start_server(self, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
