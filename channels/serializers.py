@@ -67,7 +67,8 @@ class CircuitSerializer(serializers.Serializer):
 _LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?"
 _OCTET = "(0|25[0-5]|2[0-4][0-9]|1[0-9]?[0-9]?|[1-9][0-9]?)"
 _HOST = f"({_LABEL}(\\.{_LABEL}){{0,3}}\\.[A-Za-z]{{2,20}}|{_OCTET}(\\.{_OCTET}){{3}}|localhost)"
-HTTP_URL = f"[hH][tT][tT][pP][sS]?://{_HOST}(:[0-9]{{1,5}})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]{{0,200}})?"
+_PATH = "/([A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2}){0,200}"  # RFC 3986 path characters
+HTTP_URL = f"[hH][tT][tT][pP][sS]?://{_HOST}(:[0-9]{{1,5}})?({_PATH})?"
 
 
 class HttpUrlField(serializers.URLField):

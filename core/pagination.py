@@ -34,8 +34,10 @@ class PageNumberPagination(_AsciiPageSize, pagination.PageNumberPagination):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             if parameter["name"] == self.page_query_param:
-                parameter["schema"] = {"type": "integer", "minimum": 1}
-                parameter["description"] = "Page number, from 1 (or `last`); a page that does not exist is 404."
+                # DRF reads an empty value as page 1 and "last" as the last page.
+                parameter["schema"] = {"anyOf": [{"type": "integer", "minimum": 1},
+                                                 {"type": "string", "enum": ["last", ""]}]}
+                parameter["description"] = "Page number from 1, or `last`; a page that does not exist is 404."
         return parameters
 
     def get_page_number(self, request, paginator):

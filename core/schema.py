@@ -12,7 +12,11 @@ that produce those answers, so the two cannot drift apart:
   `core.idempotency.IdempotencyMixin` honours them (required where the view requires it), with its
   409 `idempotency_key_in_flight` and 422 `idempotency_key_reused`;
 - 503 `retry_later` (a deadlock victim, `core.errors.exception_handler`) on every write;
-- 404 on paginated lists (an invalid `?page=` or `?cursor=`).
+- 404 on paginated lists (an invalid `?page=` or `?cursor=`);
+- request text as DRF reads it: trimmed first, then checked for blank and max_length, which
+  minLength/maxLength cannot say (`trimmed_text_pattern`); a field may state its own pattern
+  (`schema_pattern`, `schema_forbidden_characters`, `schema_not_pattern`);
+- `many=True` bodies with their allow_empty/min_length/max_length (minItems/maxItems).
 
 tests/core/test_openapi_schemathesis.py runs schemathesis with every check against the document.
 """
@@ -25,7 +29,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.plumbing import get_doc, is_list_serializer
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer
 from rest_framework import serializers
 
 # What str.strip() removes, as a regex character class body. DRF's CharField (and the
@@ -104,8 +108,8 @@ def error_responses(**by_status: str) -> dict[int, OpenApiResponse]:
 _OUTER_KEYS = ("readOnly", "writeOnly", "nullable", "deprecated", "description", "title", "default")
 
 _COMMON_ERRORS = {
-    "400": "`validation_error` (with `fields`), `malformed_json`, `bad_request` (e.g. a NUL character in the "
-           "URL) or `invalid_input`.",
+    "400": "`validation_error` (with `fields`), `malformed_json`, `bad_request` or `invalid_input`. Text never "
+           "holds a NUL character (U+0000), in the URL or the body: PostgreSQL cannot store it.",
     "401": "`not_authenticated` or `authentication_failed`: no, malformed or revoked API key "
            "(`WWW-Authenticate: Bearer`).",
     "403": "`permission_denied`: the API key lacks the scope this operation needs.",
@@ -164,6 +168,12 @@ class AutoSchema(SpectacularAutoSchema):
                 ),
             ]
         return parameters
+
+    def _get_request_for_media_type(self, serializer, direction="request"):
+        schema, required = super()._get_request_for_media_type(serializer, direction)
+        if isinstance(serializer, PolymorphicProxySerializer):
+            required = True  # each variant requires its discriminator: no body is a 400
+        return schema, required
 
     def _map_basic_serializer(self, serializer, direction):
         schema = super()._map_basic_serializer(serializer, direction)
