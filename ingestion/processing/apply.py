@@ -22,7 +22,6 @@ event gets its own savepoint and its own outcome, so one bad event never holds b
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 from collections import defaultdict
@@ -66,6 +65,15 @@ def _channel_id(plan: Plan) -> int | None:
     return plan.channel.pk if plan.channel else None
 
 
+def _orders_of(plan: Plan) -> set[OrderKey]:
+    return {(_channel_id(plan), order_ref_of(line)) for line in plan.lines
+            if line.kind == "sale" and line.error is None and order_ref_of(line)}
+
+
+class _Regroup(Exception):  # noqa: N818 - control flow: apply an order's group again without a failed event
+    pass
+
+
 class BatchProcessor:
     """Applies the claimed events of one drain transaction; see the module docstring."""
 
@@ -83,6 +91,7 @@ class BatchProcessor:
         self.watermarks: dict[tuple[int, int], datetime] = {}
         self.order_lines: dict[int, IngestedOrderLine] = {}  # recorded by earlier batches
         self.new_order_lines: dict[tuple, IngestedOrderLine] = {}  # recorded by sales in this batch
+        self.holds: OrderHolds | None = None
         self.cover: dict[tuple[OrderKey, int], list[list[int]]] = {}  # held units an order's lines draw on
 
     # ---------------------------------------------------------------- the batch
@@ -100,13 +109,12 @@ class BatchProcessor:
         holds = order_holds_lock(orders=orders)  # reservation rows first: the global lock order
         self.locked = positions_lock(self._pairs(plans) | holds.pairs)
         self._load(plans)
-        deferred = self._settle_orders(plans, holds)
-
-        for plan in plans:
-            if plan.event.pk in deferred:
-                code, detail = deferred[plan.event.pk]
-                self.results[plan.event.pk] = EventResult(InboundEvent.Status.PENDING, code, detail, transient=True)
-            else:
+        self.holds = holds
+        if self.careful:
+            self._apply_careful(plans)
+        else:
+            self._settle_orders(plans)
+            for plan in plans:
                 self.results[plan.event.pk] = self._apply_plan(plan)
         if self.new_order_lines:
             IngestedOrderLine.objects.bulk_create(self.new_order_lines.values())
@@ -148,20 +156,65 @@ class BatchProcessor:
 
     # ---------------------------------------------------------------- orders and their holds
 
-    def _settle_orders(self, plans: list[Plan], holds: OrderHolds) -> dict[int, tuple[str, str]]:
-        """Settle each order's hold against what this batch sells for it (lines not sold before),
-        and fill `self.cover`. Returns the events to retry later because their order's settlement
-        failed (careful mode only; the fast path lets the error escape)."""
+    def _apply_careful(self, plans: list[Plan]) -> None:
+        """Each event in its own savepoint; an order's settlement shares one savepoint with the
+        events that sell for it, so it never outlives them: if one of those events fails (its
+        lines roll back), the whole group rolls back and is applied again without it, the hold
+        settled against what the remaining events sell. Found by the model test: a settlement
+        kept after its order's event failed took units off the shelf with no sale recorded."""
+        groups: dict[frozenset, list[Plan]] = defaultdict(list)
+        for plan in plans:
+            groups[frozenset(_orders_of(plan))].append(plan)
+        for orders, group in groups.items():
+            if not orders:
+                for plan in group:
+                    self.results[plan.event.pk] = self._apply_plan(plan)
+                continue
+            excluded: set[int] = set()
+            while True:
+                undo = self.snapshot()
+                done: dict[int, EventResult] = {}
+                try:
+                    with transaction.atomic():
+                        self._settle_orders([p for p in group if p.event.pk not in excluded])
+                        for plan in group:
+                            if plan.event.pk in excluded:
+                                continue
+                            done[plan.event.pk] = result = self._apply_plan(plan)
+                            if result.transient:  # its lines rolled back: the settlement must too
+                                excluded.add(plan.event.pk)
+                                self.results[plan.event.pk] = result
+                                raise _Regroup
+                except _Regroup:
+                    undo()
+                    continue
+                except Exception as exc:  # the settlement itself failed: its events retry
+                    undo()
+                    logger.warning("orders %s: settling failed; their events retry", sorted(orders), exc_info=True)
+                    code = exc.code if isinstance(exc, DomainError | Transient) else "database_error"
+                    for plan in group:
+                        if plan.event.pk not in excluded:
+                            self.results[plan.event.pk] = EventResult(
+                                InboundEvent.Status.PENDING, code[:64],
+                                f"Settling the order's reservation failed: {type(exc).__name__}: {exc}",
+                                transient=True)
+                    break
+                self.results.update(done)
+                break
+
+    def _settle_orders(self, plans: list[Plan]) -> None:
+        """Settle each order's hold against what these plans sell for it (lines not sold before),
+        and fill `self.cover`."""
+        holds = self.holds
+        assert holds is not None  # run() locked them first
         sold: dict[OrderKey, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         first: dict[OrderKey, tuple[Plan, Line]] = {}
-        events: dict[OrderKey, set[int]] = defaultdict(set)
         for plan in plans:
             for line in plan.lines:
                 ref = order_ref_of(line)
                 if line.kind != "sale" or line.error is not None or not ref:
                     continue
                 key = (_channel_id(plan), ref)
-                events[key].add(plan.event.pk)
                 if line.key in self.applied_keys or (*key, line_id_of(line)) in self.sold_lines:
                     continue
                 assert line.sku_id is not None  # a planned sale names its SKU
@@ -169,24 +222,10 @@ class BatchProcessor:
                 first.setdefault(key, (plan, line))
         consumed = self._covered_before([key for key, hold in holds.by_order.items()
                                          if hold.reservation.status == Reservation.Status.COMMITTED])
-        deferred: dict[int, tuple[str, str]] = {}
         now = timezone.now()
         for key in sorted(first, key=lambda k: (k[0] or 0, k[1])):
             plan, line = first[key]
-            undo = self.snapshot() if self.careful else None
-            try:
-                with transaction.atomic() if self.careful else contextlib.nullcontext():
-                    self._settle_one(key, holds, sold[key], consumed, plan, line, now)
-            except Exception as exc:
-                if not self.careful:
-                    raise
-                assert undo is not None  # careful mode took the snapshot
-                undo()
-                logger.warning("order %s: settling its reservation failed; its events retry", key[1], exc_info=True)
-                code = "database_error" if not isinstance(exc, DomainError | Transient) else exc.code
-                for pk in events[key]:
-                    deferred[pk] = (code[:64], f"Settling the order's reservation failed: {exc}")
-        return deferred
+            self._settle_one(key, holds, sold[key], consumed, plan, line, now)
 
     def _settle_one(self, key: OrderKey, holds: OrderHolds, sold: dict[int, int], consumed: dict, plan: Plan,
                     line: Line, now: datetime) -> None:
@@ -232,8 +271,19 @@ class BatchProcessor:
         watermarks, cover = dict(self.watermarks), copy.deepcopy(self.cover)
         old_lines = {pk: (ol.restocked, copy.deepcopy(ol.sources)) for pk, ol in self.order_lines.items()}
         new_lines = {key: (ol, ol.restocked, copy.deepcopy(ol.sources)) for key, ol in self.new_order_lines.items()}
+        holds = self.holds.by_order.values() if self.holds is not None else []
+        hold_state = [(h, h.reservation.status, h.reservation.closed_at, h.reservation.closed_by,
+                       [line.committed for line in h.lines]) for h in holds]
+        waiting = [(r, r.status, r.closed_at, r.closed_by) for rs in (self.holds.waiting.values() if self.holds
+                                                                         else []) for r in rs]
 
         def restore() -> None:
+            for h, status, closed_at, closed_by, committed in hold_state:
+                h.reservation.status, h.reservation.closed_at, h.reservation.closed_by = status, closed_at, closed_by
+                for line, value in zip(h.lines, committed, strict=True):
+                    line.committed = value
+            for r, status, closed_at, closed_by in waiting:
+                r.status, r.closed_at, r.closed_by = status, closed_at, closed_by
             for pair, (on_hand, reserved, version) in positions.items():
                 p = self.locked[pair]
                 p.on_hand, p.reserved, p.version = on_hand, reserved, version

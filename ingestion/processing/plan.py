@@ -20,7 +20,7 @@ from django.db.models import Q
 
 from channels.adapters import adapter_for
 from channels.adapters.base import CanonicalEvent, Delivery
-from channels.adapters.canonical import CanonicalError, canonical_event_parse
+from channels.adapters.canonical import MAX_QUANTITY, CanonicalError, canonical_event_parse
 from channels.models import Channel, ChannelListing
 from ingestion.models import InboundEvent, IngestedOrderLine
 from inventory.models import Location, MovementType, Sku
@@ -211,6 +211,11 @@ def lines_for(channel: Channel | None, events: list[CanonicalEvent], resolver: R
     lines = []
     for ev in events:
         try:
+            if isinstance(ev.quantity, bool) or not isinstance(ev.quantity, int) or abs(ev.quantity) > MAX_QUANTITY:
+                # Marketplace payloads are not bounded like canonical events: a 10^30-unit line
+                # would overflow the ledger's bigint while applying. Refused here, for this line.
+                raise Permanent("invalid_quantity", f"Quantity {str(ev.quantity)[:40]} is not a whole number of at "
+                                                    f"most {MAX_QUANTITY} units.")
             lines.append(_line_for(channel, ev, resolver))
         except Permanent as exc:
             lines.append(Line(key=ev.event_id, kind="error", type=ev.type, quantity=ev.quantity, event=ev,

@@ -2,13 +2,15 @@
 
 Profiles (chosen with the environment variable STOCKLINE_MODEL_PROFILE, else `ci` when the CI
 variable is set, else `default`):
-- `default`: bounded, so every machine in tests/model together stays well under 90 s on a
-  2-core machine; random exploration, failures remembered in the example database.
+- `default`: bounded (40 examples of up to 30 steps per machine, about 15 ms a step), so all of
+  tests/model takes about 35 s on an idle 2-core machine and well under 90 s on a busy one;
+  random exploration, failures remembered in the example database.
 - `ci`: the same budget, derandomized: CI must go red because of the change under test, never
   because a random run happened to find an old bug on one commit and not on the next. New
   sequences are explored locally with `default` and `long`; what they find is pinned in
   tests/model/test_regressions.py.
-- `long`: `STOCKLINE_MODEL_PROFILE=long ./dev test tests/model` for a deep search (minutes).
+- `long`: `STOCKLINE_MODEL_PROFILE=long ./dev test tests/model` for a deep search (600 examples
+  of up to 60 steps per machine: about 10 minutes each).
 
 Every profile has no deadline (the steps hit PostgreSQL, Redis and HTTP) and accepts slow data
 generation. The example database lives under INVENTORY_DATA_DIR (never in the work tree).
@@ -33,10 +35,10 @@ _COMMON = {
 }
 
 settings.register_profile(
-    "stockline-model-default", max_examples=25, stateful_step_count=30,
+    "stockline-model-default", max_examples=40, stateful_step_count=30,
     database=DirectoryBasedExampleDatabase(str(_DATA_DIR / "hypothesis")), **_COMMON)
 settings.register_profile(
-    "stockline-model-ci", max_examples=25, stateful_step_count=30, derandomize=True, database=None,
+    "stockline-model-ci", max_examples=40, stateful_step_count=30, derandomize=True, database=None,
     # Explain phase off: it replays the failure many times only to annotate it.
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink], **_COMMON)
 settings.register_profile(

@@ -80,10 +80,13 @@ def shopify_headers(topic: str) -> dict:
 sku_index = st.integers(0, N_SKUS - 1)
 location_index = st.sampled_from([WH, STORE])
 units = st.one_of(st.just(0), st.integers(1, 6))  # an order leaves a SKU out about half the time
+hold_lines = st.lists(st.tuples(sku_index, st.sampled_from([None, None, WH, STORE]), st.integers(1, 5)),
+                      min_size=1, max_size=3)
 
 
 class IngestionMachine(RuleBasedStateMachine):
     holds = Bundle("holds")
+    order_refs = Bundle("order_refs")
 
     def __init__(self):
         super().__init__()
@@ -109,7 +112,6 @@ class IngestionMachine(RuleBasedStateMachine):
         self.first_movement = StockMovement.objects.order_by("-id").values_list("id", flat=True).first() or 0
         self.active_location = [True, True]
         self.orders: dict[str, Order] = {}
-        self.held_refs: dict[str, set] = defaultdict(set)  # order ref -> reservation ids made for it
         self.reservations: dict[str, tuple[str, str | None]] = {}  # id -> (order ref, channel)
         self.n = 0
         self.drain_errors: list[str] = []
@@ -201,21 +203,14 @@ class IngestionMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ holds
 
-    @rule(target=holds, lines=st.lists(st.tuples(sku_index, st.sampled_from([None, None, WH, STORE]),
-                                                 st.integers(1, 5)), min_size=1, max_size=3),
-          purpose=st.sampled_from(["order", "order", "order", "checkout", "sent-order"]),
-          channel=st.sampled_from([None, "shop"]), waitlist=st.booleans(), ttl=st.sampled_from([600, 3600]))
-    def reserve(self, lines, purpose, channel, waitlist, ttl):
-        """A checkout hold: most for a marketplace order still to come, some plain, some (rarely)
-        naming an order that already arrived."""
+    @rule(target=order_refs)
+    def new_order_ref(self):
+        """A marketplace order id: holds may name it before the order arrives (or, rarely, after)."""
+        return f"{self.ns}-o{self.next_id()}"
+
+    def _reserve(self, lines, ref, channel, waitlist, ttl):
         from reservations.services import reservation_create
 
-        if purpose == "order":
-            ref = f"{self.ns}-o{self.next_id()}"
-        elif purpose == "sent-order" and self.orders:
-            ref = sorted(self.orders)[0]
-        else:
-            ref = ""
         try:
             reservation = reservation_create(
                 lines=[{"sku": self.skus[i].code, "quantity": q,
@@ -225,9 +220,19 @@ class IngestionMachine(RuleBasedStateMachine):
             return multiple()
         rid = str(reservation.pk)
         self.reservations[rid] = (ref, channel)
-        if ref:
-            self.held_refs[ref].add(rid)
         return rid
+
+    @rule(target=holds, ref=order_refs, lines=hold_lines, channel=st.sampled_from([None, "shop"]),
+          waitlist=st.booleans(), ttl=st.sampled_from([600, 3600]))
+    def reserve_for_order(self, ref, lines, channel, waitlist, ttl):
+        """A checkout hold for a marketplace order (usually still to come)."""
+        return self._reserve(lines, ref, channel, waitlist, ttl)
+
+    @rule(target=holds, lines=hold_lines, channel=st.sampled_from([None, "shop"]), waitlist=st.booleans(),
+          ttl=st.sampled_from([600, 3600]))
+    def reserve_checkout(self, lines, channel, waitlist, ttl):
+        """A plain checkout hold (no order id)."""
+        return self._reserve(lines, "", channel, waitlist, ttl)
 
     @rule(rid=holds)
     def release(self, rid):
@@ -255,18 +260,14 @@ class IngestionMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ orders
 
-    def pick_ref(self, data) -> str:
-        unsent = sorted(ref for ref in self.held_refs if ref not in self.orders)
-        choice = data.draw(st.sampled_from(["new", *unsent]), label="order")
-        return f"{self.ns}-o{self.next_id()}" if choice == "new" else choice
-
-    @rule(data=st.data(), quantities=st.lists(units, min_size=N_SKUS, max_size=N_SKUS).filter(any),
+    @rule(ref=order_refs, quantities=st.lists(units, min_size=N_SKUS, max_size=N_SKUS).filter(any),
           split=st.booleans(), unknown_line=st.booleans())
-    def shopify_order(self, data, quantities, split, unknown_line):
+    def shopify_order(self, ref, quantities, split, unknown_line):
         """orders/create: one line per SKU ordered (the first one with >= 2 units split over two
         lines when `split`), sold from the channel's default location; maybe one more line whose
         SKU does not exist (that line fails, the others apply)."""
-        ref = self.pick_ref(data)
+        if ref in self.orders:
+            return  # each order id is used by one order
         lines: dict[str, tuple[int, int, int]] = {}
         for i, quantity in enumerate(quantities):
             if not quantity:
@@ -288,12 +289,13 @@ class IngestionMachine(RuleBasedStateMachine):
         self.webhook(self.shop, "orders/create", body)
         self.drain()
 
-    @rule(data=st.data(), quantities=st.lists(st.tuples(units, st.one_of(st.just(0), st.integers(1, 3))),
+    @rule(ref=order_refs, quantities=st.lists(st.tuples(units, st.one_of(st.just(0), st.integers(1, 3))),
                                               min_size=N_SKUS, max_size=N_SKUS).filter(lambda q: any(map(any, q))))
-    def canonical_order(self, data, quantities):
+    def canonical_order(self, ref, quantities):
         """The same order as canonical `sale` events with `reference`, in one request, each SKU
         split over the two locations as (units at wh, units at store)."""
-        ref = self.pick_ref(data)
+        if ref in self.orders:
+            return
         lines, events = {}, []
         for i, per_location in enumerate(quantities):
             for j, quantity in zip((WH, STORE), per_location, strict=True):
@@ -305,11 +307,13 @@ class IngestionMachine(RuleBasedStateMachine):
         self.canonical(events)
         self.drain()
 
-    @rule(i=sku_index, extra=st.integers(0, 3))
-    def shopify_order_huge_quantity(self, i, extra):
-        """An order line for 10^30 units of a real SKU (beyond any column): it may take what
-        exists or fail, but never block other events or take twice."""
-        ref = f"{self.ns}-o{self.next_id()}"
+    @rule(ref=order_refs, i=sku_index, extra=st.integers(0, 3))
+    def shopify_order_huge_quantity(self, ref, i, extra):
+        """An order (maybe one that has a hold) with a line for 10^30 units of a real SKU, beyond
+        any column: it may take what exists or fail, but never block other events, never take
+        twice, and never take anything it does not record."""
+        if ref in self.orders:
+            return
         lines = {"1": (i, 10**30, WH)}
         if extra:
             lines["2"] = ((i + 1) % N_SKUS, extra, WH)
@@ -321,14 +325,14 @@ class IngestionMachine(RuleBasedStateMachine):
         self.canonical([self.event("receipt", i, STORE, 1)])  # a good event in the same drain
         self.drain()
 
-    def pick_order(self, data, source: str | None = None) -> Order | None:
-        refs = sorted(ref for ref, order in self.orders.items() if source is None or order.source == source)
-        return self.orders[data.draw(st.sampled_from(refs), label="order")] if refs else None
+    def sent(self, ref: str, source: str | None = None) -> Order | None:
+        order = self.orders.get(ref)
+        return order if order is not None and source in (None, order.source) else None
 
-    @rule(data=st.data())
-    def redeliver(self, data):
+    @rule(ref=order_refs)
+    def redeliver(self, ref):
         """The same order again (Shopify: a new delivery id; API: the same event ids): no effect."""
-        order = self.pick_order(data)
+        order = self.sent(ref)
         if order is None:
             return
         before = self.ledger_rows()
@@ -342,11 +346,11 @@ class IngestionMachine(RuleBasedStateMachine):
         self.drain()
         assert self.ledger_rows() == before, f"redelivering order {order.ref} changed the ledger"
 
-    @rule(data=st.data(), statuses=st.lists(st.sampled_from([None, None, "partial", "fulfilled"]),
+    @rule(ref=order_refs, statuses=st.lists(st.sampled_from([None, None, "partial", "fulfilled"]),
                                             min_size=4, max_size=4), partial=st.integers(0, 6))
-    def shopify_cancel(self, data, statuses, partial):
+    def shopify_cancel(self, ref, statuses, partial):
         """orders/cancelled: unfulfilled units come back (partial: `fulfillable_quantity`)."""
-        order = self.pick_order(data, "shopify")
+        order = self.sent(ref, "shopify")
         if order is None or order.cancelled:
             return
         items = []
@@ -368,12 +372,12 @@ class IngestionMachine(RuleBasedStateMachine):
         self.webhook(self.shop, "orders/cancelled", order.cancel_body)
         self.drain()
 
-    @rule(data=st.data(), items=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 7),
+    @rule(ref=order_refs, items=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 7),
                                                    st.sampled_from(["return", "cancel", "legacy_restock",
                                                                     "no_restock"])), min_size=1, max_size=3))
-    def shopify_refund(self, data, items):
+    def shopify_refund(self, ref, items):
         """refunds/create: restocks per refunded line item, by restock type."""
-        order = self.pick_order(data, "shopify")
+        order = self.sent(ref, "shopify")
         if order is None:
             return
         order.refunds += 1
@@ -526,7 +530,7 @@ class IngestionMachine(RuleBasedStateMachine):
 
     @invariant()
     def orders_take_what_they_sold(self):
-        from ingestion.models import IngestedOrderLine
+        from ingestion.models import IngestedOrderLine, OversellIncident
 
         if not self.orders:
             return
@@ -551,13 +555,18 @@ class IngestionMachine(RuleBasedStateMachine):
                 back[(ref, sku, loc)] += r["on_hand_delta"]
                 line = self._line_for_key(self.orders[ref], r["event_key"] or "")
                 back_line[(ref, line)] += r["on_hand_delta"]
-        recorded = defaultdict(int)
+        recorded, recorded_ordered, not_applied = defaultdict(int), defaultdict(int), defaultdict(int)
         taken_line, restocked_line = {}, {}
         for line in IngestedOrderLine.objects.filter(order_ref__in=refs, sku_id__in=self.sku_ids).values(
-                "order_ref", "line_id", "sku_id", "taken", "restocked"):
+                "order_ref", "line_id", "sku_id", "ordered", "taken", "restocked"):
             recorded[(line["order_ref"], self.sku_of[line["sku_id"]])] += line["taken"]
+            recorded_ordered[(line["order_ref"], self.sku_of[line["sku_id"]])] += line["ordered"]
             taken_line[(line["order_ref"], line["line_id"])] = line["taken"]
             restocked_line[(line["order_ref"], line["line_id"])] = line["restocked"]
+        for incident in OversellIncident.objects.filter(order_ref__in=refs, sku_id__in=self.sku_ids).values(
+                "order_ref", "sku_id", "requested", "applied"):
+            not_applied[(incident["order_ref"], self.sku_of[incident["sku_id"]])] += (
+                incident["requested"] - incident["applied"])
 
         for ref, order in self.orders.items():
             ordered = order.ordered()
@@ -572,6 +581,14 @@ class IngestionMachine(RuleBasedStateMachine):
                 assert left == recorded.get((ref, sku), 0), (
                     f"invariant 4: {name}: {left} units left on_hand for it, ingestion recorded "
                     f"{recorded.get((ref, sku), 0)} taken")
+                if (ref, sku) in recorded_ordered:  # the order's lines of this SKU were applied
+                    assert recorded_ordered[(ref, sku)] == ordered.get(sku, 0), (
+                        f"invariant 4: {name}: it ordered {ordered.get(sku, 0)}, ingestion recorded "
+                        f"{recorded_ordered[(ref, sku)]} ordered")
+                    assert left + not_applied.get((ref, sku), 0) == ordered.get(sku, 0), (
+                        f"invariant 4: {name}: ordered {ordered.get(sku, 0)}, {left} left on_hand and oversell "
+                        f"incidents explain {not_applied.get((ref, sku), 0)} more: every unit sold must be "
+                        "taken or reported as a shortfall")
                 for loc in (WH, STORE):
                     assert back.get((ref, sku, loc), 0) <= out.get((ref, sku, loc), 0), (
                         f"invariant 5: {name} at {self.locations[loc].code}: restocks put back "
@@ -584,6 +601,9 @@ class IngestionMachine(RuleBasedStateMachine):
                 assert got == expected, (
                     f"invariant 5: order {ref} line {lid}: restocks asked {requested} back, the line took "
                     f"{taken_line.get((ref, lid), 0)}; {got} were put back (expected {expected})")
+                assert restocked_line.get((ref, lid), 0) == got, (
+                    f"invariant 5: order {ref} line {lid}: the ledger put {got} back, ingestion recorded "
+                    f"{restocked_line.get((ref, lid), 0)} restocked")
 
     @staticmethod
     def _line_for_key(order: Order, key: str) -> str | None:
