@@ -30,7 +30,8 @@ Status = Reservation.Status
 
 def reservations_expire(*, now: datetime | None = None, batch_size: int | None = None,
                         max_batches: int = 50) -> int:
-    """Release every active reservation past its deadline; returns how many (beat task).
+    """Expire waiting reservations past their longest wait, then release every active reservation
+    past its deadline; returns how many (beat task).
 
     Each batch locks up to `batch_size` due reservations with SKIP LOCKED (so two sweepers, or a
     sweeper and a client committing, never wait on each other and never take the same row), then
@@ -38,16 +39,14 @@ def reservations_expire(*, now: datetime | None = None, batch_size: int | None =
     """
     batch_size = batch_size or _setting("RESERVATION_EXPIRY_BATCH_SIZE", 200)
     total = 0
-    for _ in range(max_batches):
-        done = _expire_batch(now or timezone.now(), batch_size)
-        total += done
-        if done < batch_size:
-            break
-    for _ in range(max_batches):
-        done = _expire_waiting_batch(now or timezone.now(), batch_size)
-        total += done
-        if done < batch_size:
-            break
+    # Waiting reservations past their longest wait leave the queue first: releasing a hold wakes
+    # the waitlist, which must not hand the freed units to a customer who has already given up.
+    for expire in (_expire_waiting_batch, _expire_batch):
+        for _ in range(max_batches):
+            done = expire(now or timezone.now(), batch_size)
+            total += done
+            if done < batch_size:
+                break
     return total
 
 

@@ -22,6 +22,7 @@ from reservations.waitlist import (  # noqa: F401 - re-exported: inventory and t
     reservations_waitlist_activate,
     reservations_waitlist_activate_for,
     reservations_waitlist_sweep,
+    waitlist_max_seconds,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,12 +44,6 @@ def max_ttl_seconds() -> int:
 
 def max_lines() -> int:
     return _setting("RESERVATION_MAX_LINES", 100)
-
-
-def waitlist_max_seconds() -> int:
-    """How long a waiting reservation waits for stock before it expires (a backorder nobody
-    filled in a week is not one the buyer still expects)."""
-    return _setting("RESERVATION_WAITLIST_MAX_SECONDS", 7 * 86400)
 
 
 # ------------------------------------------------------------------------------ input

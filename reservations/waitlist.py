@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -39,6 +40,12 @@ logger = logging.getLogger(__name__)
 
 BATCH = 50  # waiting reservations examined per query
 MAX_DEFERRALS = 5  # task retries on lock contention before leaving it to the periodic sweep
+
+
+def waitlist_max_seconds() -> int:
+    """How long a waiting reservation waits for stock before it expires (a backorder nobody
+    filled in a week is not one the buyer still expects)."""
+    return int(getattr(settings, "RESERVATION_WAITLIST_MAX_SECONDS", 7 * 86400))
 
 
 def waitlist_on_stock_change(change: StockChange) -> list[StockPosition]:
@@ -163,6 +170,7 @@ def _activate(sku_ids: set[int], held: dict[int, StockPosition], *, now: datetim
     touched: dict[int, StockPosition] = {}
     eligible_cache: dict = {}
     activated, contended, after_id = 0, False, 0
+    given_up = now - timedelta(seconds=waitlist_max_seconds())
 
     while not sku_ids <= blocked:
         entries = list(WaitlistEntry.objects.filter(sku_id__in=sku_ids - blocked, id__gt=after_id)
@@ -189,6 +197,8 @@ def _activate(sku_ids: set[int], held: dict[int, StockPosition], *, now: datetim
                 continue
             if needs & blocked:
                 continue
+            if reservation.created_at <= given_up:
+                continue  # waited past its longest wait: the expiry sweep closes it, it gets no stock
             requests = [LineRequest(sku_id=ln.sku_id, quantity=ln.quantity, location_id=ln.location_id)
                         for ln in lines]
             eligible = eligible_locations(reservation.channel_id, cache=eligible_cache)

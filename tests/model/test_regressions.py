@@ -245,6 +245,44 @@ def test_touching_a_waiting_reservation_expired_by_age_answers_410(action, wh, s
             reservation_extend(reservation_id=waiting.pk, ttl_seconds=600)
 
 
+def test_a_waiting_reservation_past_its_longest_wait_is_not_given_stock_freed_by_the_same_sweep(wh, settings):
+    """test_stock_machine (long profile): (on_hand, reserved) db (4, 1) vs model (4, 0). One sweep
+    expired an active hold first, which woke the waitlist, which activated a waiting reservation
+    that had itself waited past RESERVATION_WAITLIST_MAX_SECONDS, so the second pass no longer
+    saw it waiting: a customer long gone got the freed unit. Stale waiting reservations now leave
+    the queue before any hold is released, and the freed unit goes back to sale."""
+    from reservations.services import reservation_create, reservations_expire
+
+    SkuFactory(code="TEE")
+    stock_adjust(sku="TEE", location="wh", type="receipt", quantity=1)
+    holder = reservation_create(lines=[{"sku": "TEE", "quantity": 1}], ttl_seconds=60)
+    waiting = reservation_create(lines=[{"sku": "TEE", "quantity": 1}], waitlist=True)
+    assert (holder.status, waiting.status) == ("active", "waiting")
+
+    reservations_expire(now=timezone.now() + timedelta(seconds=settings.RESERVATION_WAITLIST_MAX_SECONDS + 60))
+
+    assert Reservation.objects.get(pk=holder.pk).status == "expired"
+    assert Reservation.objects.get(pk=waiting.pk).status == "expired"
+    position = StockPosition.objects.get(sku__code="TEE", location=wh)
+    assert (position.on_hand, position.reserved) == (1, 0)
+
+
+def test_stock_arriving_for_a_reservation_that_waited_too_long_stays_on_sale(wh, settings):
+    """The same rule between sweeps: a receipt wakes the waitlist, which skips a reservation past
+    its longest wait (the next sweep expires it) and leaves the unit available."""
+    from reservations.services import reservation_create
+
+    SkuFactory(code="TEE")
+    settings.RESERVATION_WAITLIST_MAX_SECONDS = 0
+    waiting = reservation_create(lines=[{"sku": "TEE", "quantity": 1}], waitlist=True)
+
+    stock_adjust(sku="TEE", location="wh", type="receipt", quantity=1)
+
+    assert Reservation.objects.get(pk=waiting.pk).status == "waiting"
+    position = StockPosition.objects.get(sku__code="TEE", location=wh)
+    assert (position.on_hand, position.reserved) == (1, 0)
+
+
 def test_an_order_event_that_fails_leaves_no_unrecorded_units_gone(shop, wh, settings):
     """Invariant 4 ("units left on_hand for it, ingestion recorded 0 taken"), found after the
     fixes above: the drain settled the order's hold (committed what the order sells, released
