@@ -11,6 +11,8 @@ COPY inventory ./inventory
 COPY reservations ./reservations
 COPY channels ./channels
 COPY ingestion ./ingestion
+COPY analytics ./analytics
+COPY live ./live
 COPY templates ./templates
 COPY manage.py ./
 RUN pip install --no-cache-dir -c requirements.lock . \
@@ -19,6 +21,8 @@ RUN pip install --no-cache-dir -c requirements.lock . \
 RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput -v 0
 USER app
 EXPOSE 8000
-# --limit-request-line 0: bulk stock reads put up to 500 SKU codes in the query string.
-CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--workers", "2", "--threads", "8", \
-     "--limit-request-line", "0"]
+# ASGI under gunicorn (as `./dev up`): live stock streams hold no thread or database connection,
+# API requests run on each worker's long-lived thread pool (docs/live.md). The uvicorn worker sets
+# its own request-line limit (bulk stock reads put up to 500 SKU codes in the query string).
+CMD ["gunicorn", "config.asgi:application", "--bind", "0.0.0.0:8000", "--worker-class", "live.worker.StocklineUvicornWorker", \
+     "--workers", "2"]

@@ -57,9 +57,14 @@ INSTALLED_APPS = [
     "reservations",
     "channels",
     "ingestion",
+    "analytics",
+    "live",
 ]
 
 MIDDLEWARE = [
+    # Outermost: the request id covers every log line of the request, and the HTTP metrics time
+    # and count every answer, refusals by the middlewares below included (docs/observability.md).
+    "core.observability.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -92,7 +97,8 @@ TEMPLATES = [
 # --- PostgreSQL is the truth. No SQLite fallback: the locking code needs the real thing.
 DATABASES = {"default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/inventory")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
+DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool("DB_SERVER_SIDE_BINDING", default=True)
 # No ATOMIC_REQUESTS: services own their transactions (see docs/ARCHITECTURE.md).
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -151,8 +157,13 @@ SPECTACULAR_SETTINGS = {
         "LocationKindEnum": "inventory.models.Location.Kind",
         "InboundEventStatusEnum": "ingestion.models.InboundEvent.Status",
         "DeadLetterStatusEnum": "channels.models.DeadLetter.Status",
+        "AlertKindEnum": "analytics.models.Alert.KINDS",
     },
 }
+
+# An API key that authenticated is trusted this many seconds without reading it again (core.auth):
+# a revocation takes effect within this window in every web process (docs/performance.md).
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
 
 # Idempotency-Key records are kept at least this long (contract: >= 24 h).
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=48)
@@ -172,9 +183,18 @@ RESERVATION_EXPIRY_BATCH_SIZE = env.int("RESERVATION_EXPIRY_BATCH_SIZE", default
 STOCK_CHANGE_REACTIONS = [
     "reservations.waitlist.waitlist_on_stock_change",
     "channels.propagation.outbox_on_stock_change",
+    # Last: after commit, announce every changed SKU to the live streams (docs/live.md).
+    "live.publish.stock_change_publish",
+    # Marks the changed SKUs for the 30 s alert evaluation (docs/analytics.md, "Alerts").
+    "analytics.alerts.alerts_on_stock_change",
 ]
+# Alerts (docs/analytics.md): emailed to these addresses (comma-separated; empty = no mail).
+ALERT_EMAIL_RECIPIENTS = env.list("ALERT_EMAIL_RECIPIENTS", default=[])
+ALERT_DELIVERY_MAX_ATTEMPTS = env.int("ALERT_DELIVERY_MAX_ATTEMPTS", default=8)
+ALERT_DELIVERY_BACKOFF_BASE = 5.0  # seconds; doubles per attempt, capped, full jitter (core.backoff)
+ALERT_DELIVERY_BACKOFF_CAP = 3600.0
 # Demo data of the apps above inventory, seeded after inventory's own (`seed_demo`).
-DEMO_SEED_EXTENSIONS = ["channels.demo.demo_channels_seed"]
+DEMO_SEED_EXTENSIONS = ["channels.demo.demo_channels_seed", "live.demo.storefront_keys_seed"]
 
 # --- Celery (at-least-once; see config/celery.py for the periodic schedule)
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
@@ -194,29 +214,111 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Task events (received/started/succeeded/failed, and sent from the publisher) for Flower and
+# `celery events`; without a listener Redis drops them, so they cost one small publish each.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
 
 # --- Logging: one line per event to stdout; `./dev up` prefixes it with the process name.
+# LOG_FORMAT=json: one JSON object per line (for a log shipper); otherwise readable text. Every
+# line carries the request id that follows a change into its Celery tasks (docs/observability.md).
+LOG_FORMAT = env.str("LOG_FORMAT", default="text").strip().lower()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_context": {"()": "core.observability.logs.RequestContextFilter"}},
+    "formatters": {
+        "plain": {"()": "core.observability.logs.TextFormatter"},
+        "json": {"()": "core.observability.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request_context"],
+                             "formatter": "json" if LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Metrics (docs/observability.md): GET /metrics is open from loopback; from elsewhere it
+# needs `Authorization: Bearer <METRICS_TOKEN>` (unset: 404). PROMETHEUS_MULTIPROC_DIR (read by
+# prometheus-client itself) sums the counters of every gunicorn and Celery process.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Gauges of database state computed at scrape time, by the composition root (core may not read
+# the tables of the apps above it).
+METRICS_COLLECTORS = ["config.metrics.StockStateCollector"]
 
 # This service's own base URL as others reach it (the simulator sends its webhooks here).
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 
 # --- Ingestion (docs/ingestion.md): events a drain task applies per transaction, and how many
 # attempts a transiently failing event gets before it is marked failed (then reprocess by hand).
-INGESTION_BATCH_SIZE = env.int("INGESTION_BATCH_SIZE", default=100)
+# Events per drain transaction: applied set-based (a handful of statements per batch), so larger
+# batches cost less per event; 250 keeps one batch well under the 500 ms receipt -> applied goal.
+INGESTION_BATCH_SIZE = env.int("INGESTION_BATCH_SIZE", default=250)
+# Drain partitions: events hash onto them by SKU (or by order for marketplace orders); one drain at
+# a time per partition, partitions in parallel on any worker host (docs/ingestion.md, Scale-out).
+INGESTION_PARTITIONS = env.int("INGESTION_PARTITIONS", default=4)
+# Route partition p's drains to the Celery queue `ingestion-<p>` (workers subscribe with -Q), e.g.
+# to pin partitions to hosts; off: every drain on the default queue, any worker takes any.
+INGESTION_PARTITION_QUEUES = env.bool("INGESTION_PARTITION_QUEUES", default=False)
 INGESTION_MAX_ATTEMPTS = env.int("INGESTION_MAX_ATTEMPTS", default=8)
 # Fetching what thin webhooks leave out (BigCommerce order products) runs in its own task, per
 # channel: a run starts no new request after this many seconds (one worker slot held at most
 # this long plus one request), and each request gives up after the timeout (connect and read).
 INGESTION_FETCH_BUDGET_SECONDS = env.float("INGESTION_FETCH_BUDGET_SECONDS", default=10.0)
 INGESTION_FETCH_TIMEOUT_SECONDS = env.float("INGESTION_FETCH_TIMEOUT_SECONDS", default=5.0)
+
+# --- Channels: the Shopify GraphQL Admin API version for channels whose settings name none. Each
+# stable version is supported about a year (https://shopify.dev/docs/api/usage/versioning): keep
+# this one Shopify currently supports. A channel's own `settings.api_version` is always respected.
+SHOPIFY_API_VERSION = env.str("SHOPIFY_API_VERSION", default="2026-10")
+
+# --- Channels: eBay's daily revisions per listing (docs/propagation.md#ebay-inventory-api). eBay
+# allows about 250 per listing per calendar day; each channel may lower these in its settings
+# (`revisions_per_day`, `revision_reserve`, `revision_low_stock`, `revision_tight`).
+EBAY_REVISIONS_PER_DAY = env.int("EBAY_REVISIONS_PER_DAY", default=250)
+EBAY_REVISION_RESERVE = env.int("EBAY_REVISION_RESERVE", default=25)  # kept for quantities near zero
+EBAY_REVISION_LOW_STOCK = env.int("EBAY_REVISION_LOW_STOCK", default=3)  # "near zero": at or below this
+EBAY_REVISION_TIGHT = env.int("EBAY_REVISION_TIGHT", default=50)  # fewer left: one per (time left / left)
+EBAY_REVISION_DAY_TIMEZONE = env.str("EBAY_REVISION_DAY_TIMEZONE", default="America/Los_Angeles")
+
+# --- Channels: Amazon (docs/propagation.md#amazon-sp-api). At least this many changed SKUs in one
+# drain go as one JSON_LISTINGS_FEED instead of one patchListingsItem each (channel
+# `settings.feed_threshold` overrides); a feed without a result after the timeout fails its SKUs
+# (one attempt each), which are then sent again.
+AMAZON_FEED_THRESHOLD = env.int("AMAZON_FEED_THRESHOLD", default=50)
+AMAZON_FEED_TIMEOUT_SECONDS = env.int("AMAZON_FEED_TIMEOUT_SECONDS", default=3600)
+
+# --- Snapshots and analytics (docs/analytics.md). 5-minute snapshot rows are kept this many days,
+# then only the hourly rollups remain, kept SNAPSHOT_ROLLUP_RETENTION_DAYS (each position's newest
+# hourly row is kept beyond: it is the level carried forward).
+SNAPSHOT_RETENTION_DAYS = env.int("SNAPSHOT_RETENTION_DAYS", default=14)
+SNAPSHOT_ROLLUP_RETENTION_DAYS = env.int("SNAPSHOT_ROLLUP_RETENTION_DAYS", default=365)
+# The daily-sales table counts ledger rows recorded at least this long before each refresh (a
+# transaction commits well within it); readers add the younger rows from the ledger.
+ANALYTICS_LEDGER_SETTLE_SECONDS = env.int("ANALYTICS_LEDGER_SETTLE_SECONDS", default=600)
+# Daily sales are kept this long (fast movers' `days` goes up to 90; safety stock reads 28).
+ANALYTICS_DAILY_SALES_RETENTION_DAYS = env.int("ANALYTICS_DAILY_SALES_RETENTION_DAYS", default=100)
+# Dynamic safety stock = ceil(z x sigma(daily units, 28 days) x sqrt(lead time)); z 1.65 is about a
+# 95% cycle service level. SKUs with fewer days of history than the minimum keep their value.
+ANALYTICS_SAFETY_STOCK_Z = env.float("ANALYTICS_SAFETY_STOCK_Z", default=1.65)
+ANALYTICS_SAFETY_STOCK_MIN_DAYS = env.int("ANALYTICS_SAFETY_STOCK_MIN_DAYS", default=7)
+
+# --- Live stock (docs/live.md): server-sent events over Redis pub/sub, the demo storefront.
+# A comment line is written to every open stream this often (contract: at least every 15 s).
+LIVE_HEARTBEAT_SECONDS = env.float("LIVE_HEARTBEAT_SECONDS", default=10.0)
+# A stream ends after this long; the browser reconnects at once with Last-Event-ID (nothing is
+# lost), which spreads clients over the web processes again and re-checks the key.
+LIVE_STREAM_MAX_SECONDS = env.int("LIVE_STREAM_MAX_SECONDS", default=3600)
+LIVE_REDIS_PREFIX = env.str("LIVE_REDIS_PREFIX", default="stockline:live:")
+# Under ASGI (config.asgi), how many threads per process run synchronous views: the API's
+# concurrency per process, as gunicorn's --threads was (live.asgi).
+ASGI_SYNC_THREADS = env.int("ASGI_SYNC_THREADS", default=8)
+# Demo mode puts the storefront's demo API keys into /storefront/ (`./dev up` turns it on). Off:
+# the page asks the visitor for keys; no key is ever served.
+DEMO_MODE = env.bool("STOCKLINE_DEMO", default=False)
+
+# Only `./dev manage bench_http` sets this, on the server it starts: mounts the bare view the hot
+# paths are compared with at /_bench/bare/ (config/urls.py, docs/performance.md).
+BENCH_BARE_VIEW = env.bool("STOCKLINE_BENCH_BARE_VIEW", default=False)
 
 # Where the channel simulator listens when `./dev up` runs it (seed_demo points channels there).
 SIMULATOR_URL = env.str("SIMULATOR_URL", default="http://127.0.0.1:8765")
