@@ -13,7 +13,9 @@ from channels.models import (
     ChannelSkuState,
     DeadLetter,
     DirtyPair,
+    PendingFeed,
     PushAttempt,
+    RevisionBudget,
 )
 from channels.services import channel_create, channel_update, listing_delete, listing_update, listing_upsert
 from core.admin import ReadOnlyAdmin, ServiceAdmin
@@ -97,7 +99,7 @@ class ChannelAdmin(ServiceAdmin):
     list_filter = ("kind", "active", "circuit_state")
     search_fields = ("slug", "name")
     readonly_fields = ("last_success_at", "last_failure_at", "last_error", "consecutive_failures", "circuit_state",
-                       "circuit_opened_at", "created_at", "updated_at")
+                       "circuit_opened_at", "revision_budget", "created_at", "updated_at")
     filter_horizontal = ("locations", "authoritative_locations")
     inlines = [ListingInline]
     actions = ["resync_selected"]
@@ -119,6 +121,21 @@ class ChannelAdmin(ServiceAdmin):
     @admin.display(description="last error")
     def last_error_short(self, obj):
         return (obj.last_error or "")[:80]
+
+    @admin.display(description="revision budget (eBay, today)")
+    def revision_budget(self, obj):
+        """What is left of the day's revisions per listing and what waits for it (detail page only)."""
+        from channels.selectors import channels_revision_budgets
+
+        budget = channels_revision_budgets(channels=[obj]).get(obj.pk) if obj and obj.pk else None
+        if budget is None:
+            return "-"
+        release = budget["next_release_at"]
+        return (f"{budget['day']}: {budget['remaining']} of {budget['per_listing']} x {budget['listings']} listing(s) "
+                f"left ({budget['used']} used, {budget['reserve_used']} from the reserve of {budget['reserve']}); "
+                f"{budget['listings_on_reserve']} listing(s) on the reserve, {budget['listings_spent']} spent; "
+                f"{budget['held_back']} push(es) held back" + (f", first due {release:%Y-%m-%d %H:%M} UTC" if release
+                                                               else ""))
 
     def get_readonly_fields(self, request, obj=None):
         # The slug is the public identifier (API paths, webhook URLs): kept once created.
@@ -325,7 +342,7 @@ class PushAttemptAdmin(ReadOnlyAdmin):
 @admin.register(DirtyPair)
 class DirtyPairAdmin(ReadOnlyAdmin):
     deletable = True
-    list_display = ("channel", "sku", "marked_at", "next_attempt_at", "attempts", "force", "last_error")
+    list_display = ("channel", "sku", "marked_at", "next_attempt_at", "attempts", "force", "budget_held", "last_error")
     list_filter = ("channel",)
     list_select_related = ("channel", "sku")
     search_fields = ("sku__code",)
@@ -349,3 +366,27 @@ class ChannelDriftAdmin(ReadOnlyAdmin):
     list_filter = ("channel",)
     list_select_related = ("channel", "sku")
     readonly_fields = [f.name for f in ChannelDrift._meta.fields]
+
+
+@admin.register(RevisionBudget)
+class RevisionBudgetAdmin(ReadOnlyAdmin):
+    """eBay revisions spent per listing and day (written by propagation; read-only)."""
+
+    list_display = ("channel", "key", "day", "used", "reserve_used", "exhausted", "last_revision_at")
+    list_filter = ("channel", "exhausted", "day")
+    list_select_related = ("channel",)
+    search_fields = ("key",)
+    readonly_fields = [f.name for f in RevisionBudget._meta.fields]
+
+
+@admin.register(PendingFeed)
+class PendingFeedAdmin(ReadOnlyAdmin):
+    """Amazon feeds submitted and their results (written by propagation; read-only)."""
+
+    list_display = ("id", "channel", "reference", "status", "sku_count", "submitted_at", "polls", "last_status",
+                    "resolved_at")
+    list_filter = ("status", "channel")
+    list_select_related = ("channel",)
+    search_fields = ("reference",)
+    readonly_fields = [f.name for f in PendingFeed._meta.fields]
+    date_hierarchy = "submitted_at"

@@ -118,6 +118,10 @@ class DirtyPair(models.Model):
     first_error = models.TextField(blank=True, default="")
     last_error = models.TextField(blank=True, default="")
     first_failed_at = models.DateTimeField(null=True, blank=True)
+    # Held back by a marketplace quota (eBay's daily revisions per listing, see RevisionBudget) until
+    # `next_attempt_at`; a new mark makes it due at once, so the new quantity is judged again (a
+    # change that nears zero may spend the reserve). A database default, so raw INSERTs need not name it.
+    budget_held = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["channel", "sku"], name="dirtypair_unique_channel_sku")]
@@ -148,12 +152,14 @@ class PushAttempt(models.Model):
         PARTIAL = "partial"  # some items refused inside a 2xx (WooCommerce, eBay)
         FAILED = "failed"
         RATE_LIMITED = "rate_limited"
+        PENDING = "pending"  # accepted for asynchronous processing (an Amazon feed); results recorded later
 
     class Purpose(models.TextChoices):
         PUSH = "push"
         PROBE = "probe"  # the one request a half-open circuit lets through
         RETRY = "retry"  # an operator's dead-letter retry
         RECONCILE = "reconcile"
+        FEED = "feed"  # the results of an asynchronous submission, recorded when it finished
 
     channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="push_attempts")
     purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.PUSH)
@@ -219,3 +225,61 @@ class ChannelDrift(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class RevisionBudget(models.Model):
+    """Revisions spent on one marketplace listing in one of its calendar days (eBay allows about 250
+    per listing per day, then refuses until the next day). `key` names the listing: the listing
+    attribute `listing_id` when several SKUs share one (variations), else `sku:<sku id>`. Written by
+    propagation before each request (spent) and after it (refunded when the marketplace refused the
+    item, so nothing was revised); see docs/propagation.md#ebay-inventory-api."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="revision_budgets")
+    key = models.CharField(max_length=220)
+    day = models.DateField()  # the marketplace's calendar day these counts belong to
+    used = models.PositiveIntegerField(default=0)  # revisions sent that day
+    reserve_used = models.PositiveIntegerField(default=0)  # of which beyond the normal budget (near zero)
+    exhausted = models.BooleanField(default=False)  # the marketplace itself refused: none left that day
+    last_revision_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["channel", "key"], name="revisionbudget_unique_channel_key")]
+
+    def __str__(self) -> str:
+        return f"{self.channel_id}:{self.key} {self.day} {self.used}"
+
+
+class PendingFeed(models.Model):
+    """An asynchronous submission a marketplace accepted and processes later (Amazon's
+    JSON_LISTINGS_FEED): what was sent, per SKU, and when to ask for the result. Created in the
+    same transaction that holds the submitted pairs back (so a crash loses nothing: without this
+    row the pairs are simply sent again), polled by `channels.poll_feeds`, and resolved in the
+    transaction that records each SKU's result like a push's (acknowledged, retried or dead-lettered)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"  # the marketplace reported per-SKU results (some may have failed)
+        FAILED = "failed"  # FATAL/CANCELLED, or no report: every SKU failed (charged one attempt)
+        EXPIRED = "expired"  # no result within the timeout: every SKU failed (charged one attempt)
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="pending_feeds")
+    reference = models.CharField(max_length=200)  # the marketplace's id (Amazon feedId)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # [{"pair", "sku_id", "sku", "external_id", "attributes", "generation", "quantity"}]: what was sent
+    items = models.JSONField(default=list)
+    sku_count = models.PositiveIntegerField(default=0)
+    submitted_at = models.DateTimeField()
+    next_poll_at = models.DateTimeField()
+    polls = models.PositiveIntegerField(default=0)
+    last_status = models.CharField(max_length=40, blank=True, default="")  # e.g. IN_QUEUE, IN_PROGRESS
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    summary = models.JSONField(default=dict, blank=True)  # counts and errors from the processing report
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "next_poll_at"], name="pendingfeed_due")]
+        constraints = [models.UniqueConstraint(fields=["channel", "reference"], name="pendingfeed_unique_reference")]
+
+    def __str__(self) -> str:
+        return f"feed {self.reference} ({self.status})"

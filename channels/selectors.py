@@ -1,5 +1,8 @@
 """Reads about channels: configuration, health, what each channel shows, dead letters."""
 
+from collections.abc import Iterable
+from datetime import datetime
+
 from django.db.models import QuerySet
 
 from channels.models import Channel, ChannelListing, ChannelSkuState, DeadLetter, DirtyPair
@@ -87,3 +90,56 @@ def channels_with_health() -> QuerySet[Channel]:
             .values("channel").annotate(n=Count("id")).values("n"))
     return Channel.objects.annotate(backlog_count=Coalesce(Subquery(backlog), 0),
                                     dead_letter_count=Coalesce(Subquery(dead), 0))
+
+
+def channels_revision_budgets(*, channels: Iterable[Channel], now: datetime | None = None) -> dict[int, dict]:
+    """Health of the per-listing daily revision budget (eBay), for the channels that have one:
+    the marketplace day, the budget per listing and its reserve, revisions used and left over the
+    channel's listings, listings living on the reserve or spent, and pairs held back (with the
+    earliest release). Three queries whatever the number of channels; {} when none has a budget."""
+    from django.db.models import Count, Min, TextField, Value
+    from django.db.models.fields.json import KeyTextTransform
+    from django.db.models.functions import Cast, Coalesce, Concat, NullIf
+    from django.utils import timezone
+
+    from channels.models import RevisionBudget
+    from channels.propagation import budget_policy
+
+    policies = {c.pk: p for c in channels if (p := budget_policy(c)) is not None}
+    if not policies:
+        return {}
+    now = now or timezone.now()
+    ids = sorted(policies)
+    text: TextField = TextField()
+    key = Coalesce(Concat(Value("listing:", output_field=text),
+                          NullIf(KeyTextTransform("listing_id", "attributes"), Value("", output_field=text),
+                                 output_field=text), output_field=text),
+                   Concat(Value("sku:", output_field=text), Cast("sku_id", text), output_field=text), output_field=text)
+    listings = dict(ChannelListing.objects.filter(channel_id__in=ids).annotate(k=key).values("channel_id")
+                    .annotate(n=Count("k", distinct=True)).values_list("channel_id", "n"))
+    held = {row["channel_id"]: row for row in DirtyPair.objects.filter(
+        channel_id__in=ids, budget_held=True, next_attempt_at__gt=now).values("channel_id").annotate(
+        n=Count("id"), release=Min("next_attempt_at"))}
+    out: dict[int, dict] = {}
+    for channel_id, policy in policies.items():
+        out[channel_id] = {
+            "day": policy.day(now), "per_listing": policy.per_day, "reserve": policy.reserve,
+            "low_stock": policy.low_stock, "listings": listings.get(channel_id, 0), "used": 0, "reserve_used": 0,
+            "remaining": policy.per_day * listings.get(channel_id, 0), "listings_on_reserve": 0,
+            "listings_spent": 0, "held_back": held.get(channel_id, {}).get("n", 0),
+            "next_release_at": held.get(channel_id, {}).get("release")}
+    rows = (RevisionBudget.objects.filter(channel_id__in=ids).values("channel_id", "day", "used", "reserve_used",
+                                                                     "exhausted").annotate(n=Count("id")))
+    for row in rows:
+        policy, health = policies[row["channel_id"]], out[row["channel_id"]]
+        if row["day"] != health["day"]:
+            continue  # an earlier day: nothing spent today
+        spent = row["exhausted"] or row["used"] >= policy.per_day
+        health["used"] += row["used"] * row["n"]
+        health["reserve_used"] += row["reserve_used"] * row["n"]
+        health["remaining"] -= (policy.per_day if row["exhausted"] else min(row["used"], policy.per_day)) * row["n"]
+        health["listings_spent"] += row["n"] if spent else 0
+        health["listings_on_reserve"] += row["n"] if not spent and row["used"] >= policy.normal else 0
+    for health in out.values():
+        health["remaining"] = max(health["remaining"], 0)
+    return out

@@ -121,6 +121,23 @@ class CircuitOutSerializer(serializers.Serializer):
     cooldown_seconds = serializers.FloatField()
 
 
+class RevisionBudgetSerializer(serializers.Serializer):
+    """eBay's revisions per listing per day, as budgeted (docs/propagation.md#ebay-inventory-api)."""
+
+    day = serializers.DateField(help_text="The marketplace's calendar day the counts belong to.")
+    per_listing = serializers.IntegerField(help_text="Revisions budgeted per listing per day.")
+    reserve = serializers.IntegerField(help_text="Of those, kept for quantities near zero.")
+    low_stock = serializers.IntegerField(help_text="A quantity at or below this may spend the reserve.")
+    listings = serializers.IntegerField(help_text="Listings budgeted (variations of one listing count once).")
+    used = serializers.IntegerField(help_text="Revisions sent today over all listings.")
+    reserve_used = serializers.IntegerField(help_text="Of those, spent from the reserve.")
+    remaining = serializers.IntegerField(help_text="Revisions left today over all listings.")
+    listings_on_reserve = serializers.IntegerField(help_text="Listings whose normal budget is spent (reserve only).")
+    listings_spent = serializers.IntegerField(help_text="Listings with no revision left today.")
+    held_back = serializers.IntegerField(help_text="Pushes held back by the budget, waiting in the backlog.")
+    next_release_at = serializers.DateTimeField(allow_null=True, help_text="When the first held push is due.")
+
+
 class ChannelReadSerializer(serializers.ModelSerializer):
     default_location = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
     locations = serializers.SlugRelatedField(slug_field="code", many=True, read_only=True)
@@ -134,6 +151,9 @@ class ChannelReadSerializer(serializers.ModelSerializer):
                                       help_text="The circuit breaker's state (its settings: `circuit_config`).")
     backlog = serializers.SerializerMethodField()
     dead_letters = serializers.SerializerMethodField()
+    revision_budget = serializers.SerializerMethodField(
+        help_text="eBay channels: the day's revision budget per listing, what is left and what is held back; "
+                  "null for marketplaces without one.")
 
     class Meta:
         model = Channel
@@ -143,6 +163,7 @@ class ChannelReadSerializer(serializers.ModelSerializer):
             "settings", "active", "credentials_set", "webhook_secret_set", "created_at", "updated_at",
             # health
             "last_success_at", "last_failure_at", "consecutive_failures", "circuit", "backlog", "dead_letters",
+            "revision_budget",
         ]
 
     @extend_schema_field(BufferOutSerializer)
@@ -175,6 +196,16 @@ class ChannelReadSerializer(serializers.ModelSerializer):
 
         annotated = getattr(obj, "dead_letter_count", None)
         return annotated if annotated is not None else channel_dead_letter_count(channel=obj)
+
+    @extend_schema_field(RevisionBudgetSerializer(allow_null=True))
+    def get_revision_budget(self, obj) -> dict | None:
+        from channels.selectors import channels_revision_budgets
+
+        budgets = self.context.get("revision_budgets")  # list views compute every channel's at once
+        if budgets is None:
+            budgets = channels_revision_budgets(channels=[obj])
+        budget = budgets.get(obj.pk)
+        return RevisionBudgetSerializer(budget).data if budget is not None else None
 
 
 class ListingWriteSerializer(serializers.Serializer):

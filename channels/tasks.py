@@ -25,7 +25,17 @@ def channel_push_task(channel_id: int) -> dict:
     if report.wake_in is not None and report.wake_in <= MAX_WAKE_COUNTDOWN:
         channel_push_task.apply_async(args=[channel_id], countdown=max(report.wake_in, 0.0))
     return {"requests": report.requests, "pushed": report.pushed, "skipped": report.skipped,
-            "failed": report.failed, "busy": report.busy}
+            "failed": report.failed, "busy": report.busy, "held": report.held, "submitted": report.submitted}
+
+
+@shared_task(name="channels.poll_feeds", acks_late=True, soft_time_limit=50, time_limit=60)
+def feeds_poll_task() -> dict:
+    """Ask marketplaces about due asynchronous feeds (Amazon) and record the finished ones."""
+    from channels.propagation import feeds_poll
+
+    report = feeds_poll()
+    return {"polled": report.polled, "processing": report.processing, "resolved": report.resolved,
+            "acknowledged": report.acknowledged, "failed": report.failed, "errors": report.errors}
 
 
 @shared_task(name="channels.sweep_pushes", acks_late=True, soft_time_limit=50, time_limit=60)

@@ -39,9 +39,10 @@ class ChannelListCreate(IdempotencyMixin, APIView):
 
     @extend_schema(responses=ChannelReadSerializer(many=True))
     def get(self, request):
-        channels = selectors.channels_with_health().prefetch_related(
-            "locations", "authoritative_locations").select_related("default_location")
-        return Response(ChannelReadSerializer(channels, many=True).data)
+        channels = list(selectors.channels_with_health().prefetch_related(
+            "locations", "authoritative_locations").select_related("default_location"))
+        budgets = selectors.channels_revision_budgets(channels=channels)  # a few queries for all channels
+        return Response(ChannelReadSerializer(channels, many=True, context={"revision_budgets": budgets}).data)
 
     @extend_schema(request=ChannelWriteSerializer, responses={
         201: ChannelReadSerializer,

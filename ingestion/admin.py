@@ -1,4 +1,5 @@
-"""Admin: inbound events (read-only, raw body viewable, reprocess), incidents, drift.
+"""Admin: inbound events (read-only, raw body viewable, reprocess), incidents, drift, order
+poll cursors (read-only).
 
 Nothing here changes stock: reprocessing queues events for the drain, which applies them
 through the stock services.
@@ -9,7 +10,7 @@ from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdmin
 from ingestion import services
-from ingestion.models import InboundEvent, LevelDrift, OversellIncident
+from ingestion.models import ChannelPollCursor, InboundEvent, LevelDrift, OversellIncident
 
 
 @admin.register(InboundEvent)
@@ -64,3 +65,20 @@ class LevelDriftAdmin(ReadOnlyAdmin):
     search_fields = ("sku__code",)
     list_select_related = ("channel", "sku", "location")
     readonly_fields = [f.name for f in LevelDrift._meta.fields]
+
+
+@admin.register(ChannelPollCursor)
+class ChannelPollCursorAdmin(ReadOnlyAdmin):
+    """Where each eBay/Amazon channel's order polling stands: cursor, window in progress, next
+    due time, the last error and how many failures in a row (written only by ingestion.polling)."""
+
+    list_display = ("channel", "cursor_at", "next_due_at", "last_run_at", "last_success_at", "consecutive_failures",
+                    "last_error_short", "busy", "last_pages", "last_orders", "last_stored", "claimed_until")
+    list_filter = ("busy", "channel__kind")
+    list_select_related = ("channel",)
+    search_fields = ("channel__slug",)
+    readonly_fields = [f.name for f in ChannelPollCursor._meta.fields]
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj):
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else (obj.last_error or "—")

@@ -125,9 +125,17 @@ class BigCommerceAdapter(ChannelAdapter):
     # ------------------------------------------------------------ outbound (propagation) — BEGIN
     # PUT {base}/stores/{store_hash}/v3/inventory/adjustments/absolute
     # {"reason", "items": [{"location_id", "variant_id", "quantity"}]} sets absolute levels for many
-    # variants in one request (BigCommerce Inventory API); the request succeeds or fails as a
-    # whole. A 429 says how long to wait in `X-Rate-Limit-Time-Reset-Ms`.
-    max_batch = 1000
+    # variants in one request (Inventory API "Absolute Adjustment",
+    # https://developer.bigcommerce.com/docs/rest-management/inventory/adjustments: "Use absolute
+    # adjustments as the default method for updating inventory"; "Limit of 2000 items for payload
+    # length"). It is the way BigCommerce recommends for writing inventory: the Catalog API's
+    # variants batch (PUT /v3/catalog/variants, 50 per call,
+    # https://developer.bigcommerce.com/docs/rest-catalog/product-variants/variants-batch) "now
+    # itself use[s] the Inventory API under the hood"
+    # (https://developer.bigcommerce.com/docs/store-operations/catalog/inventory-adjustments). The
+    # request succeeds or fails as a whole (422 for an invalid item). A 429 says how long to wait
+    # in `X-Rate-Limit-Time-Reset-Ms`.
+    max_batch = 2000
     fetch_batch = 50
 
     def _out_store(self, channel) -> str:

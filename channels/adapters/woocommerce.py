@@ -84,10 +84,13 @@ class WooCommerceAdapter(ChannelAdapter):
 
     # ------------------------------------------------------------ outbound (propagation) — BEGIN
     # POST {base}/wp-json/wc/v3/products/batch {"update": [{"id", "stock_quantity"}]}, up to 100
-    # objects per request (WooCommerce REST API "Batch update products"). Variations live under
-    # their parent: /products/{parent_id}/variations/batch, so items are batched per parent
-    # (listing attributes `parent_id`). An invalid item does not fail the request: the 200 answer
-    # carries {"id", "error": {"code", "message"}} in its place, a failure of that item only.
+    # objects per request (https://woocommerce.github.io/woocommerce-rest-api-docs/#batch-update-products:
+    # "By default it's limited to up to 100 objects"; more is refused whole with 413
+    # `woocommerce_rest_request_entity_too_large`, WC_REST_Controller::check_batch_limit). Variations
+    # live under their parent: /products/{parent_id}/variations/batch (same limit,
+    # #batch-update-product-variations), so items are batched per parent (listing attributes
+    # `parent_id`). An invalid item does not fail the request: the 200 answer carries
+    # {"id", "error": {"code", "message"}} in its place, a failure of that item only.
     # Authentication: HTTP Basic with the consumer key and secret (WooCommerce over HTTPS).
     max_batch = 100
 

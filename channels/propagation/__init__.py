@@ -17,9 +17,15 @@ Flow
    long Celery countdown); after the channel's last attempt the pair becomes a `DeadLetter`. A
    per-channel circuit breaker stops burning attempts while a channel is down. Every request is
    audited (`PushAttempt`).
+5. Marketplace quotas and asynchronous feeds: eBay's daily revisions per listing are budgeted
+   (`budget`: held-back pairs wait in the outbox, a reserve is kept for quantities near zero), and
+   Amazon feeds are tracked as `PendingFeed` rows polled from beat (`feeds`), their SKUs held back
+   until each SKU's result is recorded like a push's.
 """
 
+from channels.propagation.budget import budget_policy
 from channels.propagation.dead_letters import RetryResult, dead_letter_discard, dead_letter_retry
+from channels.propagation.feeds import FeedPollReport, feeds_poll
 from channels.propagation.outbox import (
     channel_mark_all,
     channels_due,
@@ -38,7 +44,8 @@ from channels.propagation.reconcile import (
 from core.backoff import backoff_delay
 
 __all__ = [
-    "PushReport", "ReconcileReport", "RetryResult", "backoff_delay", "buffered_quantity", "channel_mark_all",
+    "FeedPollReport", "PushReport", "ReconcileReport", "RetryResult", "backoff_delay", "budget_policy",
+    "buffered_quantity", "channel_mark_all", "feeds_poll",
     "channel_push", "channel_quantities", "channel_reconcile", "channels_due", "channels_for_reconciliation",
     "channels_wake_on_commit", "dead_letter_discard", "dead_letter_retry", "outbox_on_stock_change",
     "pairs_mark_dirty", "push_attempts_prune",

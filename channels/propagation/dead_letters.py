@@ -19,8 +19,11 @@ from channels.models import (
 from channels.propagation.base import (
     LOCK_TTL,
     _Claimed,
+    believed_level,
 )
 from channels.propagation.breaker import _health
+from channels.propagation.budget import budget_policy, budget_refund, budget_spend
+from channels.propagation.feeds import feeds_in_flight
 from channels.propagation.outbox import (
     channels_wake_on_commit,
     pairs_mark_dirty,
@@ -32,6 +35,7 @@ from channels.propagation.quantity import channel_quantities
 from channels.propagation.record import (
     _fence_holds,
     _fence_issue,
+    _record_seen,
 )
 from channels.ratelimit import push_lock
 from core.errors import Conflict, ValidationFailed
@@ -66,16 +70,35 @@ def dead_letter_retry(*, dead_letter: DeadLetter, actor: str = "") -> RetryResul
     fence = _fence_issue(channel.pk)
     try:
         listing = ChannelListing.objects.filter(channel=channel, sku_id=dead_letter.sku_id).values(
-            "sku_id", "external_id", "attributes").first()
+            "sku_id", "external_id", "attributes", "updated_at").first()
         if listing is None:
             raise ValidationFailed("The SKU is no longer listed on this channel; discard the dead letter.",
                                    code="listing_not_found")
         quantity = channel_quantities(channel=channel, sku_ids=[dead_letter.sku_id])[dead_letter.sku_id]
+        state = ChannelSkuState.objects.filter(channel=channel, sku_id=dead_letter.sku_id).values(
+            "last_pushed", "last_pushed_at", "last_seen", "last_seen_at").first() or {}
         claimed = _Claimed(pair_id=0, sku_id=dead_letter.sku_id, sku_code=dead_letter.sku.code, generation=0,
-                           attempts=0, force=True, first_error="", first_failed_at=None, quantity=quantity)
+                           attempts=0, force=True, first_error="", first_failed_at=None, quantity=quantity,
+                           change_from=believed_level(last_pushed=state.get("last_pushed"),
+                                                      last_pushed_at=state.get("last_pushed_at"),
+                                                      last_seen=state.get("last_seen"),
+                                                      last_seen_at=state.get("last_seen_at"),
+                                                      listing_updated_at=listing["updated_at"]),
+                           attributes=listing["attributes"] or {})
+        if dead_letter.sku_id in feeds_in_flight(channel):  # an Amazon feed still carries it: after it
+            with transaction.atomic():
+                _requeue(dead_letter, actor)
+            return RetryResult(ok=False, quantity=None, queued=True,
+                               error="the SKU is in a feed still processing; queued to be pushed after it")
+        policy = budget_policy(channel)  # an operator's retry skips the budget's holds, not its count
+        if policy is not None:
+            budget_spend(channel, policy, [claimed], timezone.now())
         result = _send(channel, [claimed], {dead_letter.sku_id: listing})
+        if policy is not None:
+            budget_refund(channel, policy, [claimed], result, timezone.now())
         outcome = result.outcomes[claimed.sku_code]
         now = timezone.now()
+        _record_seen(channel, [claimed], result, now)
         with transaction.atomic():
             if not _fence_holds(channel.pk, fence):  # a regular push took over meanwhile: it sends now
                 _requeue(dead_letter, actor)

@@ -59,9 +59,12 @@ def pairs_mark_dirty(*, sku_ids: Iterable[int], location_ids: Iterable[int] | No
         ON CONFLICT (channel_id, sku_id) DO UPDATE SET
             generation = {pair}.generation + 1,
             force = {pair}.force OR EXCLUDED.force,
-            next_attempt_at = CASE WHEN EXCLUDED.force
+            -- A pair held back by a daily quota (eBay revisions) is judged again with the new
+            -- quantity at once (one nearing zero may spend the reserve); retry waits stand.
+            next_attempt_at = CASE WHEN EXCLUDED.force OR {pair}.budget_held
                 THEN LEAST({pair}.next_attempt_at, EXCLUDED.next_attempt_at)
-                ELSE {pair}.next_attempt_at END
+                ELSE {pair}.next_attempt_at END,
+            budget_held = false
         RETURNING channel_id
     """, pair=DirtyPair._meta.db_table, listing=ChannelListing._meta.db_table, channel=Channel._meta.db_table,
                       through=Channel.locations.through._meta.db_table)

@@ -29,8 +29,11 @@ from channels.propagation.base import (
     _Result,
     _session,
     _Stop,
+    believed_level,
 )
 from channels.propagation.breaker import _circuit_gate, _circuit_open_now
+from channels.propagation.budget import budget_hold, budget_policy, budget_refund, budget_spend
+from channels.propagation.feeds import feed_hold
 from channels.propagation.outbox import (
     _settle_without_sending,
 )
@@ -92,6 +95,9 @@ def _drain(channel_id: int, lock, report: PushReport, deadline: float, *, fence:
         if not claimed:
             report.wake_in = _next_due_in(channel_id)
             return
+        claimed_count = len(claimed)
+        # SKUs in a feed still processing wait for its result (Amazon), before anything is settled.
+        claimed = feed_hold(channel, claimed, report)
         listings = {c.sku_id: {"external_id": c.external_id, "attributes": c.attributes}
                     for c in claimed if c.external_id is not None}
         # Nothing to send: the channel already shows this quantity, or the listing is gone.
@@ -101,6 +107,9 @@ def _drain(channel_id: int, lock, report: PushReport, deadline: float, *, fence:
         report.skipped += len(settled)
         settled_ids = {c.pair_id for c in settled}
         to_send = [c for c in claimed if c.pair_id not in settled_ids]
+        # A per-listing daily quota (eBay revisions) may hold some back; see propagation.budget.
+        to_send = budget_hold(channel, to_send, report)
+        policy = budget_policy(channel)
         for batch in _batches(channel, to_send, listings):
             if time.monotonic() > deadline:
                 report.wake_in = 0.0
@@ -115,7 +124,11 @@ def _drain(channel_id: int, lock, report: PushReport, deadline: float, *, fence:
             fresh = channel_quantities(channel=channel, sku_ids=[c.sku_id for c in batch])
             for c in batch:
                 c.quantity = fresh.get(c.sku_id, c.quantity)
+            if policy is not None:  # counted before the request: a lost answer may still have revised
+                budget_spend(channel, policy, batch, timezone.now())
             result = _send(channel, batch, listings)
+            if policy is not None:
+                budget_refund(channel, policy, batch, result, timezone.now())
             if not _record(channel, batch, result, report, probe=probe, fence=fence):
                 raise _Stop
             if result.rate_limited:
@@ -126,7 +139,7 @@ def _drain(channel_id: int, lock, report: PushReport, deadline: float, *, fence:
                 raise _Stop
             if probe:
                 probe = False  # the probe succeeded: the circuit is closed again
-        if len(claimed) < CLAIM_SIZE:
+        if claimed_count < _claim_size(channel):
             # Everything due was handled. Failures scheduled retries: say when to come back.
             # (Pairs re-marked while in flight are found by channel_push's check after release.)
             if report.failed:
@@ -145,7 +158,8 @@ _CLAIM_SQL = """
     ), """ + _ELIGIBLE + """
     SELECT due.id, due.sku_id, s.code, due.generation, due.attempts, due.force, due.first_error,
            due.first_failed_at, s.safety_stock, s.active, """ + _AVAILABLE + """ AS available,
-           st.last_pushed, li.external_id, li.attributes
+           st.last_pushed, li.external_id, li.attributes, st.last_pushed_at, st.last_seen, st.last_seen_at,
+           li.updated_at
     FROM due
     JOIN {sku} s ON s.id = due.sku_id
     LEFT JOIN {state} st ON st.channel_id = %(channel)s AND st.sku_id = due.sku_id
@@ -153,16 +167,24 @@ _CLAIM_SQL = """
 """  # noqa: S608 - a template for core.sql.sql_compose: {names} are quoted identifiers, values parameters
 
 
+def _claim_size(channel: Channel) -> int:
+    """Pairs read per drain round: CLAIM_SIZE, or the adapter's largest batch when it is larger
+    (BigCommerce takes 2,000 per request: a round of 500 would never fill one)."""
+    return max(CLAIM_SIZE, adapter_for(channel).max_batch)
+
+
 def _claim(channel: Channel, now) -> list[_Claimed]:
     """Due pairs with everything needed to push them, in one statement. Its single snapshot reads
     each pair's generation and the stock together, so the quantity computed is at least as new
     as the mark read (a change committed later bumps the generation and is pushed again)."""
     with connection.cursor() as cursor:
-        cursor.execute(sql_compose(_CLAIM_SQL, **_tables()), {"channel": channel.pk, "now": now, "limit": CLAIM_SIZE})
+        cursor.execute(sql_compose(_CLAIM_SQL, **_tables()),
+                       {"channel": channel.pk, "now": now, "limit": _claim_size(channel)})
         rows = cursor.fetchall()
     claimed = []
     for (pair_id, sku_id, code, generation, attempts, force, first_error, first_failed_at, safety, active,
-         available, last_pushed, external_id, attributes) in rows:
+         available, last_pushed, external_id, attributes, last_pushed_at, last_seen, last_seen_at,
+         listing_updated_at) in rows:
         if isinstance(attributes, str):
             attributes = json.loads(attributes)
         claimed.append(_Claimed(
@@ -170,16 +192,15 @@ def _claim(channel: Channel, now) -> list[_Claimed]:
             first_error=first_error, first_failed_at=first_failed_at,
             quantity=buffered_quantity(available=int(available) if active else 0, safety_stock=safety,
                                        buffer_type=channel.buffer_type, buffer_value=channel.buffer_value),
-            last_pushed=last_pushed, external_id=external_id, attributes=attributes or {}))
+            last_pushed=last_pushed, external_id=external_id, attributes=attributes or {},
+            change_from=believed_level(last_pushed=last_pushed, last_pushed_at=last_pushed_at, last_seen=last_seen,
+                                       last_seen_at=last_seen_at, listing_updated_at=listing_updated_at)))
     return claimed
 
 
 def _batches(channel: Channel, pairs: list[_Claimed], listings: dict) -> list[list[_Claimed]]:
     adapter = adapter_for(channel)
-    size = adapter.max_batch
     wanted = channel.settings.get("max_batch") if isinstance(channel.settings, dict) else None
-    if isinstance(wanted, int) and wanted > 0:
-        size = min(size, wanted)
     key = getattr(adapter, "batch_key", None)
     groups: dict[str, list[_Claimed]] = defaultdict(list)
     for c in pairs:
@@ -187,19 +208,26 @@ def _batches(channel: Channel, pairs: list[_Claimed], listings: dict) -> list[li
         groups[key(_item(c, listing)) if key else ""].append(c)
     out = []
     for group in groups.values():
+        # The adapter's size for this many (Amazon: one feed when many SKUs changed at once).
+        size = max(adapter.batch_size(channel, len(group)), 1)
+        if isinstance(wanted, int) and wanted > 0:
+            size = min(size, wanted)
         out += [group[i:i + size] for i in range(0, len(group), size)]
     return out
 
 
 def _item(c: _Claimed, listing: dict) -> PushItem:
+    # The attempt key names the outbox mark this push answers (pair, generation): a retry of the
+    # same mark reuses it (an idempotent replay), a newer mark or a forced re-queue gets a new one.
     return PushItem(sku=c.sku_code, external_id=listing["external_id"], quantity=c.quantity,
-                    attributes=listing["attributes"] or {})
+                    attributes=listing["attributes"] or {}, change_from=c.change_from,
+                    attempt_key=f"{c.pair_id}.{c.generation}" if c.pair_id else "")
 
 
 def _wait_for_token(channel: Channel, report: PushReport) -> None:
+    rate, burst = adapter_for(channel).rate_limit(channel)  # the channel's, or the marketplace's if stricter
     while True:
-        wait = ratelimit_acquire(channel_id=channel.pk, rate=channel.rate_limit_per_second,
-                                 burst=channel.rate_limit_burst)
+        wait = ratelimit_acquire(channel_id=channel.pk, rate=rate, burst=burst)
         if wait <= 0:
             return
         if wait > MAX_INLINE_WAIT:
@@ -228,7 +256,8 @@ def _send(channel: Channel, batch: list[_Claimed], listings: dict) -> _Result:
     by_sku = {o.sku: o for o in outcomes}
     for i in items:
         by_sku.setdefault(i.sku, PushOutcome(sku=i.sku, ok=False, status=None, error="no result for this item"))
-    failures = [o for o in by_sku.values() if not o.ok]
+    # Accepted for later (a feed) or waiting for a daily quota: not failures of this request.
+    failures = [o for o in by_sku.values() if not o.ok and not o.pending and not o.limit_reached]
     statuses = [o.status for o in by_sku.values()]
     rate_limited = any(o.status == 429 for o in failures)
     retry_after = max((o.retry_after or 0.0 for o in failures if o.status == 429), default=0.0)

@@ -7,22 +7,27 @@ import json
 import logging
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from channels.models import (
     Channel,
+    ChannelDrift,
     ChannelSkuState,
     DeadLetter,
     DirtyPair,
+    PendingFeed,
     PushAttempt,
 )
 from channels.propagation.base import (
+    FEED_POLL_SCHEDULE,
     PushReport,
     _Claimed,
     _Result,
 )
 from channels.propagation.breaker import _health
+from channels.propagation.budget import budget_exhausted
 from channels.propagation.outbox import (
     _lock_pairs,
     _settle_without_sending,
@@ -74,19 +79,28 @@ def _record(channel: Channel, batch: list[_Claimed], result: _Result, report: Pu
     dead letters and channel health, in one transaction. Returns False when fenced out (a newer
     push-lock holder exists): then nothing is recorded as pushed and the drain must stop."""
     now = timezone.now()
+    _record_seen(channel, batch, result, now)
     ok = [c for c in batch if result.outcomes[c.sku_code].ok]
-    failed = [c for c in batch if not result.outcomes[c.sku_code].ok]
+    # Accepted into an asynchronous feed (results later) or refused for a used-up daily quota
+    # (waits for it to renew): neither acknowledged nor failed, no attempt charged.
+    pending = [c for c in batch if not result.outcomes[c.sku_code].ok and result.outcomes[c.sku_code].pending]
+    held = [c for c in batch if not result.outcomes[c.sku_code].ok and not result.outcomes[c.sku_code].pending
+            and result.outcomes[c.sku_code].limit_reached]
+    waiting = {c.pair_id for c in pending} | {c.pair_id for c in held}
+    failed = [c for c in batch if not result.outcomes[c.sku_code].ok and c.pair_id not in waiting]
     if result.rate_limited:
         outcome = PushAttempt.Outcome.RATE_LIMITED
-    elif not failed:
-        outcome = PushAttempt.Outcome.SUCCESS
-    elif ok:
+    elif not failed and not held:
+        outcome = PushAttempt.Outcome.PENDING if pending else PushAttempt.Outcome.SUCCESS
+    elif ok or pending:
         outcome = PushAttempt.Outcome.PARTIAL
     else:
         outcome = PushAttempt.Outcome.FAILED
     report.requests += 1
     report.pushed += len(ok)
-    if not failed:
+    report.submitted += len(pending)
+    report.held += len(held)
+    if not failed and not pending and not held:
         if _record_success(channel, batch, result, now, probe=probe, fence=fence):
             return True
         with transaction.atomic():
@@ -102,11 +116,18 @@ def _record(channel: Channel, batch: list[_Claimed], result: _Result, report: Pu
             started_at=result.started_at, latency_ms=round(result.latency_ms, 2), http_status=result.http_status,
             outcome=outcome, sku_count=len(batch), error=result.error[:2000],
             items=[{"sku": c.sku_code, "quantity": c.quantity, "ok": result.outcomes[c.sku_code].ok,
+                    **({"pending": result.outcomes[c.sku_code].pending} if result.outcomes[c.sku_code].pending else {}),
+                    **({"held": True} if result.outcomes[c.sku_code].limit_reached else {}),
                     **({"error": result.outcomes[c.sku_code].error[:300]}
-                       if not result.outcomes[c.sku_code].ok else {})} for c in batch],
+                       if not result.outcomes[c.sku_code].ok and not result.outcomes[c.sku_code].pending else {})}
+                   for c in batch],
         )
         if ok:
             _acknowledged(channel, ok, now)
+        if pending:
+            _feeds_submitted(channel, pending, result, now)
+        if held:
+            budget_exhausted(channel, held, now)
         if result.rate_limited:
             # The marketplace said "slow down": not the items' fault, no attempt is charged.
             wait = result.retry_after or backoff_delay(attempt=1, base=channel.retry_base_delay,
@@ -188,6 +209,48 @@ def _record_success(channel: Channel, batch: list[_Claimed], result: _Result, no
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
+
+
+def _record_seen(channel: Channel, batch: list[_Claimed], result: _Result, now) -> None:
+    """A marketplace that refused our compare-and-set (Shopify CHANGE_FROM_QUANTITY_STALE) was read
+    back before we pushed again: what it held differs from what we believed. That is drift (a sale
+    in flight there, or an edit on the marketplace): record it, and keep the level read as
+    `last_seen`. Observations stand whether or not our push lock is still ours (no fence check);
+    the pushed value itself is recorded afterwards with the same `now`, so a later compare-and-set
+    starts from what we pushed."""
+    seen = sorted(((c, result.outcomes[c.sku_code].seen) for c in batch
+                   if result.outcomes[c.sku_code].seen is not None), key=lambda pair: pair[0].sku_id)
+    if not seen:
+        return
+    with transaction.atomic():
+        ChannelDrift.objects.bulk_create([ChannelDrift(channel=channel, sku_id=c.sku_id, expected=c.change_from,
+                                                       actual=level)
+                                          for c, level in seen if c.change_from is not None and level != c.change_from])
+        ChannelSkuState.objects.bulk_create(
+            [ChannelSkuState(channel=channel, sku_id=c.sku_id, last_seen=level, last_seen_at=now) for c, level in seen],
+            update_conflicts=True, unique_fields=["channel", "sku"], update_fields=["last_seen", "last_seen_at"])
+    logger.warning("channel %s held other levels than we last pushed (compare-and-set refused): %s", channel.slug,
+                   ", ".join(f"{c.sku_code} {c.change_from}->{level}" for c, level in seen))
+
+
+def _feeds_submitted(channel: Channel, pending: list[_Claimed], result: _Result, now) -> None:
+    """Inside the recording transaction (fence held, pairs locked): remember each feed the
+    marketplace accepted, with what it carries, and hold its pairs back until it is resolved
+    (`channels.propagation.feeds`), so no newer push of those SKUs can land before it."""
+    by_feed: dict[str, list[_Claimed]] = {}
+    for c in pending:
+        by_feed.setdefault(result.outcomes[c.sku_code].pending, []).append(c)
+    timeout = timedelta(seconds=settings.AMAZON_FEED_TIMEOUT_SECONDS)
+    for reference, claimed in by_feed.items():
+        PendingFeed.objects.create(
+            channel=channel, reference=reference[:200], sku_count=len(claimed), submitted_at=now,
+            next_poll_at=now + timedelta(seconds=FEED_POLL_SCHEDULE[0]),
+            items=[{"pair": c.pair_id, "sku_id": c.sku_id, "sku": c.sku_code, "external_id": c.external_id,
+                    "attributes": c.attributes or {}, "generation": c.generation, "quantity": c.quantity}
+                   for c in claimed])
+        DirtyPair.objects.filter(id__in=[c.pair_id for c in claimed]).update(
+            next_attempt_at=now + timeout, last_error=f"in feed {reference}: waiting for its result"[:2000])
+    logger.info("channel %s: %s SKU(s) submitted in %s feed(s)", channel.slug, len(pending), len(by_feed))
 
 
 def _acknowledged(channel: Channel, ok: list[_Claimed], now) -> None:

@@ -1,7 +1,9 @@
 """BigCommerce, as the simulator imitates it.
 
 - PUT .../stores/{hash}/v3/inventory/adjustments/absolute {"reason", "items": [{"location_id",
-  "variant_id", "quantity"}]}: all or nothing, one invalid item fails the whole request (422).
+  "variant_id", "quantity"}]}: all or nothing, one invalid item fails the whole request (422); more
+  than 2,000 items (the documented payload limit) is refused whole, also 422 (the docs name the
+  limit, not the answer: 422 is the endpoint's documented refusal).
 - GET .../stores/{hash}/v3/inventory/items?variant_id:in=&location_id:in= reads levels back.
 - Authenticated by `X-Auth-Token`; a simulated 429 carries `X-Rate-Limit-Time-Reset-Ms`.
 - Order webhooks are thin (`store/order/created` with the order id only), signed as Standard
@@ -18,11 +20,18 @@ import uuid
 
 from devtools.simulator.core import Marketplace, Route, num, register, standard_webhooks_headers
 
+MAX_ADJUSTMENT_ITEMS = 2000  # "Limit of 2000 items for payload length"
+
 
 def inventory_absolute(req, store, match, body):
     items = (body or {}).get("items") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
         req.answer(422, {"status": 422, "title": "items are required"})
+        return 0
+    if len(items) > MAX_ADJUSTMENT_ITEMS:  # the documented limit; the documented refusal status
+        req.answer(422, {"status": 422, "title": f"Limit of {MAX_ADJUSTMENT_ITEMS} items for payload length",
+                         "type": "https://developer.bigcommerce.com/api-docs/getting-started/api-status-codes",
+                         "errors": {}})
         return 0
     bad = [i for i in items if not isinstance(i, dict) or not isinstance(i.get("quantity"), int)
            or i.get("variant_id") is None or req.item_error(store, i.get("variant_id"))]

@@ -158,6 +158,7 @@ class Route:
     pattern: re.Pattern | None
     handler: Callable
     header: str | None = None
+    public: bool = False  # needs no credentials (a presigned URL, e.g. Amazon's feed documents)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,12 @@ class Marketplace:
     # order_webhook(state, *, store, order_id, lines, now, topic, secret) -> (raw body, headers):
     # the signed order notification, as the marketplace sends it; None: no order webhooks.
     order_webhook: Callable | None = None
+    # control(state, body) -> dict: the marketplace's own simulator settings, reached at
+    # POST /_sim/{kind} (e.g. Shopify's cost bucket); raise ValueError for a 400. None: none.
+    control: Callable | None = None
+    # order_book(state, *, store, body) -> dict: create/cancel/refund/ship an order in the order
+    # book the marketplace's order API serves (polled marketplaces); None: no order API.
+    order_book: Callable | None = None
 
 
 MARKETPLACES: dict[str, Marketplace] = {}
@@ -249,3 +256,66 @@ def order_send(state: SimulatorState, body: dict, *, resolver=None) -> dict:
     headers["Content-Type"] = "application/json"
     status = deliver(target, raw, headers)
     return {"order_id": order_id, "kind": kind, "target": target, "status": status}
+
+
+# ---------------------------------------------------------------------- polled order books
+
+
+def order_book(state: SimulatorState, store: str) -> dict:
+    """The store's order book, served by a polled marketplace's order API (call under state.lock):
+    orders by id in the marketplace's own shape, the page size cap (None: what the client asks),
+    the access token it insists on (None: any), Amazon's LastUpdatedBefore lag, deferred changes."""
+    return state.store(store).details.setdefault("order_book", {
+        "orders": {}, "items": {}, "page_size": None, "token": None, "lag_seconds": 0.0, "deferred": [],
+        "next_tokens": {}})
+
+
+def order_book_apply(state: SimulatorState, body: dict) -> dict:
+    """Change the order book a polled marketplace (eBay, Amazon) serves from its order API:
+    {"store", "kind"?, "action", ...}. Actions: "configure" {"page_size"?, "token"?,
+    "lag_seconds"?}; "create" {"lines": [{"sku", "quantity"}], "order_id"?, "at"?, ...},
+    "cancel" / "refund" / "ship" {"order_id", "at"?} and what the marketplace module adds (see
+    its docstring); "at" (ISO 8601) sets the modification time, e.g. to backdate a change.
+    {"defer_pages": n} holds the change until the store has served n more order pages (a change
+    that happens while a client is paging). ValueError for a bad request."""
+    store_name = body.get("store") or "default"
+    kind = body.get("kind") or state.store(store_name).kind
+    marketplace = MARKETPLACES.get(kind or "")
+    if marketplace is None or marketplace.order_book is None:
+        raise ValueError(f"{kind} has no order book (its orders are sent as webhooks).")
+    state.store(store_name, kind)
+    defer = int(body.get("defer_pages") or 0)
+    with state.lock:
+        book = order_book(state, store_name)
+        if defer > 0:
+            book["deferred"].append([defer, {k: v for k, v in body.items() if k != "defer_pages"} | {"kind": kind}])
+            return {"deferred": defer}
+        if body.get("action") == "configure":
+            for name in ("page_size", "token", "lag_seconds"):
+                if name in body:
+                    book[name] = body[name]
+            return {name: book[name] for name in ("page_size", "token", "lag_seconds")}
+    return marketplace.order_book(state, store=store_name, body=body)
+
+
+def order_book_page_served(state: SimulatorState, store: str) -> None:
+    """A marketplace's order list calls this after building a page: deferred changes whose page
+    count ran out happen now, before the client asks for the next page."""
+    with state.lock:
+        book = order_book(state, store)
+        due, keep = [], []
+        for entry in book["deferred"]:
+            entry[0] -= 1
+            (due if entry[0] <= 0 else keep).append(entry)
+        book["deferred"] = keep
+    for _pages, body in due:
+        order_book_apply(state, body)
+
+
+def order_book_time(body: dict) -> datetime:
+    """The time of an order book change: the request's "at" (ISO 8601) or now, in UTC."""
+    at = body.get("at")
+    if at:
+        when = datetime.fromisoformat(str(at).replace("Z", "+00:00"))
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return datetime.now(UTC)

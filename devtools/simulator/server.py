@@ -11,7 +11,11 @@ Control (JSON):
 - POST /_sim/orders {"store", "lines": [{"sku"?, "external_id"?, "quantity"}], "kind"?, "target"?,
        "secret"?, "order_id"?, "topic"?, "location"?} sends a signed order webhook as that
        marketplace would (`location` is needed by the canonical events of the `webhook` kind)
+- POST /_sim/order-book {"store", "kind"?, "action", ...} creates/cancels/refunds/ships an order
+       in the order book eBay's and Amazon's order APIs serve (polled; see ebay.py, amazon.py)
 - POST /_sim/levels {"store", "levels": {id: qty}} sets levels by hand (drift for reconciliation)
+- POST /_sim/{kind} {...} a marketplace's own settings (`Marketplace.control`), e.g. Shopify's
+       cost bucket: POST /_sim/shopify {"store", "throttle": {"maximum", "restore_rate", "available"}}
 - POST /_sim/reset
 """
 
@@ -27,7 +31,15 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from devtools.simulator.core import ROUTES, Marketplace, SimulatorState, faults_set, order_send
+from devtools.simulator.core import (
+    MARKETPLACES,
+    ROUTES,
+    Marketplace,
+    SimulatorState,
+    faults_set,
+    order_book_apply,
+    order_send,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +170,7 @@ class Handler(BaseHTTPRequestHandler):
                 continue
             if self._faults(store, marketplace):
                 return marketplace.kind, 0
-            if not marketplace.authorized(self.headers):
+            if not route.public and not marketplace.authorized(self.headers):
                 self.answer(401, {"errors": "[API] Invalid API key or access token"})
                 return marketplace.kind, 0
             return marketplace.kind, route.handler(self, store, match, body) or 0
@@ -195,11 +207,21 @@ class Handler(BaseHTTPRequestHandler):
                 self.answer(200, order_send(state, body, resolver=type(self).resolver))
             except ValueError as exc:
                 self.answer(400, {"error": "invalid_order", "detail": str(exc)})
+        elif path == "/_sim/order-book" and method == "POST":
+            try:
+                self.answer(200, order_book_apply(state, body))
+            except ValueError as exc:
+                self.answer(400, {"error": "invalid_order", "detail": str(exc)})
         elif path == "/_sim/reset" and method == "POST":
             state.reset()
             self.answer(200, {"reset": True})
         elif path == "/_sim/health":
             self.answer(200, {"status": "ok"})
+        elif method == "POST" and getattr(MARKETPLACES.get(path[len("/_sim/"):]), "control", None):
+            try:  # a marketplace's own settings, e.g. POST /_sim/shopify {"store", "throttle": {...}}
+                self.answer(200, MARKETPLACES[path[len("/_sim/"):]].control(state, body))
+            except ValueError as exc:
+                self.answer(400, {"error": "invalid_control", "detail": str(exc)})
         else:
             self.answer(404, {"error": "not_found", "detail": "Unknown simulator control path."})
 

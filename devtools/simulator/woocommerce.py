@@ -1,7 +1,9 @@
 """WooCommerce, as the simulator imitates it.
 
 - POST .../wp-json/wc/v3/products/batch and .../products/{parent}/variations/batch
-  {"update": [{"id", "stock_quantity", "manage_stock"}]} (at most 100): an item whose id is not a
+  {"update": [{"id", "stock_quantity", "manage_stock"}]} (at most 100 objects over create, update
+  and delete; more is refused whole with 413 `woocommerce_rest_request_entity_too_large`, as
+  WC_REST_Controller::check_batch_limit answers): an item whose id is not a
   number, or is named by the `item_errors` fault, gets a per-item `{"id", "error"}` inside the 200
   while the others are applied, as WooCommerce's batch endpoint answers.
 - GET .../wp-json/wc/v3/products[/{parent}/variations]?include=ids reads levels back.
@@ -18,11 +20,22 @@ import uuid
 
 from devtools.simulator.core import Marketplace, Route, b64_hmac, num, register
 
+BATCH_LIMIT = 100  # woocommerce_rest_batch_items_limit's default
+
 
 def products_batch(req, store, match, body):
-    updates = (body or {}).get("update") if isinstance(body, dict) else None
-    if not isinstance(updates, list) or len(updates) > 100:
-        req.answer(400, {"code": "rest_invalid_param", "message": "update must be a list of at most 100 items"})
+    body = body if isinstance(body, dict) else {}
+    updates = body.get("update")
+    if not isinstance(updates, list):
+        req.answer(400, {"code": "rest_invalid_param", "message": "Invalid parameter(s): update",
+                         "data": {"status": 400, "params": {"update": "update is not of type array."}}})
+        return 0
+    total = sum(len(body.get(name) or []) for name in ("create", "update", "delete")
+                if isinstance(body.get(name), list))
+    if total > BATCH_LIMIT:  # WC_REST_Controller::check_batch_limit
+        req.answer(413, {"code": "woocommerce_rest_request_entity_too_large",
+                         "message": f"Unable to accept more than {BATCH_LIMIT} items for this request.",
+                         "data": {"status": 413}})
         return 0
     answered = []
     for entry in updates:

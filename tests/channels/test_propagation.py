@@ -193,7 +193,8 @@ def test_429_retry_after_is_honoured_without_burning_attempts(kind, simulator, m
 
 
 def test_channel_rate_limit_is_shared_and_paces_requests(simulator, make_channel, list_sku, location):
-    channel = make_channel("shopify", rate_limit_per_second=20.0, rate_limit_burst=2)
+    # one SKU per request (Shopify would take all six in one call), so six requests are paced
+    channel = make_channel("shopify", rate_limit_per_second=20.0, rate_limit_burst=2, settings={"max_batch": 1})
     for n in range(6):
         sku = SkuFactory(code=f"R-{n}")
         list_sku(channel, sku, n=n)

@@ -46,11 +46,13 @@ def test_every_channel_shows_the_change_through_a_real_worker(celery_worker_proc
         stock.stock_sell(sku=sku, location=location, quantity=1)
     wait_for(lambda: shown() == {100}, timeout=120, message="all six channels to show 100")
     elapsed = time.monotonic() - burst_started
-    # Shopify takes one item per request: its request count is the number of pushes. Coalescing
-    # plus the channel's limit (5/s, burst 10) bound it, whatever the machine's speed.
+    # One SKU: Shopify's request count is the number of pushes. Coalescing plus the channel's
+    # limit (5/s, burst 10) bound it, whatever the machine's speed.
     shopify_requests = len(simulator.state.requests_for("e2e-shopify"))
     assert shopify_requests <= min(1 + 10 + 5 * elapsed + 1, 60), (shopify_requests, elapsed)
-    assert not DirtyPair.objects.exists()
+    # A channel shows 100 a moment before the worker records it (and settles a pair re-marked
+    # while that push was in flight, without sending): the outbox empties right after.
+    wait_for(lambda: not DirtyPair.objects.exists(), timeout=30, message="the outbox to drain")
     assert first_latency < 10  # generous: a shared CI machine; the benchmark measures the real number
 
 
