@@ -35,8 +35,16 @@ class Location(models.Model):
 class Sku(models.Model):
     code = models.CharField(max_length=100, unique=True)
     name = models.CharField(max_length=300)
+    # Units held back from every channel (channels.propagation.quantity); a change re-pushes them.
     safety_stock = models.PositiveIntegerField(default=0)
     active = models.BooleanField(default=True)
+    # Days from reorder to stock on the shelf: the computed reorder point and the at-risk flag
+    # (docs/analytics.md), and the sqrt(lead time) of dynamic safety stock.
+    lead_time_days = models.PositiveIntegerField(default=7)
+    # Low-stock threshold; null means computed: ceil(velocity 7d x lead time) + safety stock.
+    reorder_point = models.PositiveIntegerField(null=True, blank=True)
+    # Safety stock recomputed daily from the variability of demand (analytics.services).
+    dynamic_safety_stock = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -66,7 +74,8 @@ class StockPosition(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.sku_id}@{self.location_id}"
+        # As a person names it ("TEE-M at Warehouse"); callers listing many select_related both.
+        return f"{self.sku.code} at {self.location.name}"
 
     @property
     def available(self) -> int:
@@ -85,6 +94,11 @@ class MovementType(models.TextChoices):
     RESERVE = "reserve"
     RESERVATION_RELEASE = "reservation_release"
     RESERVATION_COMMIT = "reservation_commit"
+
+
+# Ledger types whose rows count as units sold (contract, "Analytics"): stock leaving on_hand to a
+# customer, directly or by committing a checkout hold.
+SOLD_TYPES = (MovementType.SALE.value, MovementType.RESERVATION_COMMIT.value)
 
 
 class StockMovement(models.Model):
@@ -116,6 +130,14 @@ class StockMovement(models.Model):
             models.Index(fields=["position", "-id"], name="movement_position_newest"),
             models.Index(fields=["sku", "-id"], name="movement_sku_newest"),
             models.Index(fields=["recorded_at"], name="movement_recorded_at"),
+            # Units sold (analytics): one SKU's sales by time, and every SKU's sales in a time
+            # range. Partial: only the two types that count as sold; covering, so sums are read
+            # from the index alone (migration 0006, built CONCURRENTLY: the ledger keeps taking
+            # writes meanwhile).
+            models.Index(fields=["sku", "occurred_at"], name="movement_sold_sku_occurred",
+                         include=["on_hand_delta", "recorded_at"], condition=Q(type__in=SOLD_TYPES)),
+            models.Index(fields=["occurred_at"], name="movement_sold_occurred",
+                         include=["sku", "on_hand_delta", "recorded_at"], condition=Q(type__in=SOLD_TYPES)),
         ]
 
     def __str__(self) -> str:
@@ -123,14 +145,98 @@ class StockMovement(models.Model):
 
 
 class StockSnapshot(models.Model):
-    """Periodic copy of every position (beat, every 5 minutes) for audits and fast `as_of`."""
+    """A position's numbers in one 5-minute bucket (inventory.snapshots, beat every 5 minutes).
 
-    taken_at = models.DateTimeField(db_index=True)
-    position = models.ForeignKey(StockPosition, on_delete=models.PROTECT, related_name="snapshots")
+    Only positions whose version moved since their previous snapshot are written, plus every
+    position once a day (the baseline), so a SKU's level at any bucket is the last row of each of
+    its positions at or before it (carried forward). One row per position and bucket: a second
+    beat or a rerun in the same bucket refreshes that row, it never adds one. Kept
+    SNAPSHOT_RETENTION_DAYS (14), then only the hourly rollups remain.
+    """
+
+    bucket = models.DateTimeField()  # start of the 5-minute bucket (UTC, aligned on the epoch)
+    taken_at = models.DateTimeField()  # when the numbers were read
+    baseline = models.BooleanField(default=False)  # written by the daily full copy
+    # Indexed by the (position, bucket) unique index; no index of its own to maintain.
+    position = models.ForeignKey(StockPosition, on_delete=models.PROTECT, related_name="snapshots", db_index=False)
+    # Copies of the position's SKU and location, for per-SKU reads without a join. Not
+    # constrained: the position is, and a position never changes SKU or location.
+    sku = models.ForeignKey(Sku, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+")
+    location = models.ForeignKey(Location, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                 related_name="+")
     on_hand = models.BigIntegerField()
     reserved = models.BigIntegerField()
     version = models.BigIntegerField()
     last_movement_id = models.BigIntegerField()
 
     class Meta:
-        indexes = [models.Index(fields=["position", "-taken_at"], name="snapshot_position_newest")]
+        constraints = [
+            models.UniqueConstraint(fields=["position", "bucket"], name="snapshot_unique_position_bucket"),
+        ]
+        indexes = [
+            models.Index(fields=["sku", "bucket"], name="snapshot_sku_bucket"),
+            models.Index(fields=["bucket"], name="snapshot_bucket"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sku} @ {self.location} at {self.bucket:%Y-%m-%d %H:%M}"
+
+
+class SnapshotRun(models.Model):
+    """One row per 5-minute bucket that was snapshotted: the claim that makes a bucket's work
+    happen once, the points of the stock history, and what the hourly rollup still has to do."""
+
+    bucket = models.DateTimeField(unique=True)
+    taken_at = models.DateTimeField()  # the latest run in this bucket
+    baseline = models.BooleanField(default=False)
+    positions = models.PositiveIntegerField(default=0)  # rows written (all runs in the bucket)
+    duration_ms = models.FloatField(default=0)  # the latest run's
+    rolled_up = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["bucket"], name="snapshotrun_unrolled", condition=Q(rolled_up=False))]
+
+    def __str__(self) -> str:
+        return f"snapshot {self.bucket:%Y-%m-%d %H:%M}"
+
+
+class SnapshotMark(models.Model):
+    """Each position's version at its latest snapshot, and at its latest hourly rollup row:
+    "changed since the previous snapshot" (or rollup) is a hash join with this table, not a
+    look-up per position in the snapshot tables."""
+
+    position = models.OneToOneField(StockPosition, on_delete=models.CASCADE, primary_key=True,
+                                    related_name="+")
+    version = models.BigIntegerField()
+    bucket = models.DateTimeField()
+    hourly_version = models.BigIntegerField(null=True)
+
+
+class StockSnapshotHourly(models.Model):
+    """Hourly rollup of the 5-minute snapshots, kept SNAPSHOT_ROLLUP_RETENTION_DAYS (365): per
+    position and hour, the last snapshot of that hour, written only when the version differs from
+    the position's previous hourly row (values carry forward, as in the 5-minute table). Each
+    position's newest row is kept past the retention: it is the level carried forward."""
+
+    hour = models.DateTimeField()
+    bucket = models.DateTimeField()  # the 5-minute bucket the numbers come from
+    position = models.ForeignKey(StockPosition, on_delete=models.PROTECT, related_name="+", db_index=False)
+    sku = models.ForeignKey(Sku, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+")
+    location = models.ForeignKey(Location, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                 related_name="+")
+    on_hand = models.BigIntegerField()
+    reserved = models.BigIntegerField()
+    version = models.BigIntegerField()
+
+    class Meta:
+        verbose_name = "hourly stock snapshot"
+        constraints = [
+            models.UniqueConstraint(fields=["position", "hour"], name="snapshothourly_unique_position_hour"),
+        ]
+        indexes = [
+            models.Index(fields=["sku", "hour"], name="snapshothourly_sku_hour"),
+            models.Index(fields=["hour"], name="snapshothourly_hour"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sku} @ {self.location} at {self.hour:%Y-%m-%d %H:00}"

@@ -84,6 +84,9 @@ class StrictSlugRelatedField(serializers.SlugRelatedField):
         return StrictManyRelatedField(**list_kwargs)
 
 
+# A century: longer lead times are typing errors (and would overflow nothing, but mean nothing).
+MAX_LEAD_TIME_DAYS = 36500
+
 # Codes are path segments in the API (/stock/{sku}/): no slashes, no control characters, no
 # surrounding spaces, and not a word the routes use themselves.
 RESERVED_CODES = {"adjustments"}
@@ -125,10 +128,17 @@ class SkuSerializer(serializers.ModelSerializer):
     name = StrictCharField(max_length=300)
     safety_stock = StrictIntegerField(min_value=0, max_value=MAX_QUANTITY, required=False)
     active = StrictBooleanField(required=False)
+    lead_time_days = StrictIntegerField(min_value=0, max_value=MAX_LEAD_TIME_DAYS, required=False,
+                                        help_text="Days from reorder to stock on the shelf (default 7).")
+    reorder_point = StrictIntegerField(min_value=0, max_value=MAX_QUANTITY, required=False, allow_null=True,
+                                       help_text="Low-stock threshold; null: computed from velocity (analytics).")
+    dynamic_safety_stock = StrictBooleanField(required=False,
+                                              help_text="Recompute safety_stock daily from demand (default false).")
 
     class Meta:
         model = Sku
-        fields = ["code", "name", "safety_stock", "active", "created_at", "updated_at"]
+        fields = ["code", "name", "safety_stock", "active", "lead_time_days", "reorder_point", "dynamic_safety_stock",
+                  "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
 

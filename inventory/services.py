@@ -20,16 +20,28 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.expressions import Combinable
 from django.utils import timezone
 
 from core.errors import InsufficientStock, NotFound, ValidationFailed, VersionConflict
-from inventory.catalog import location_create, location_update, sku_create, sku_update  # noqa: F401 - re-exported
+from inventory.catalog import (  # noqa: F401 - re-exported
+    location_create,
+    location_update,
+    sku_create,
+    sku_safety_stocks_set,
+    sku_update,
+)
 from inventory.hooks import positions_changed  # noqa: F401 - the services' one exit, re-exported
 from inventory.locking import positions_lock
 from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
+from inventory.snapshots import (  # noqa: F401 - re-exported: bucketed, changed-only, rolled up, pruned
+    snapshot_maintain,
+    snapshot_prune,
+    snapshot_rollup,
+    snapshot_take,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -316,28 +328,3 @@ def stock_transfer(*, sku: Sku | str, location: Location | str, to_location: Loc
     return stock_adjust(sku=sku, location=location, to_location=to_location, type="transfer",
                         quantity=quantity, context=context)
 
-
-# ------------------------------------------------------------------------------ snapshots
-
-
-@transaction.atomic
-def snapshot_take() -> int:
-    """Copy every position whose version moved since its last snapshot (beat, every 5 min).
-
-    An audit trail of levels that needs no ledger replay; reads only, never changes stock.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO inventory_stocksnapshot (taken_at, position_id, on_hand, reserved, version,
-                                                 last_movement_id)
-            SELECT %s, p.id, p.on_hand, p.reserved, p.version,
-                   COALESCE((SELECT MAX(m.id) FROM inventory_stockmovement m WHERE m.position_id = p.id), 0)
-            FROM inventory_stockposition p
-            WHERE p.version <> COALESCE(
-                (SELECT s.version FROM inventory_stocksnapshot s WHERE s.position_id = p.id
-                 ORDER BY s.taken_at DESC LIMIT 1), -1)
-            """,
-            [timezone.now()],
-        )
-        return cursor.rowcount
