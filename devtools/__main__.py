@@ -48,6 +48,18 @@ def manage(env: dict, *args: str, check: bool = True) -> int:
 # ---------------------------------------------------------------------------------------- up
 
 
+def metrics_multiproc_dir(env: dict) -> str:
+    """prometheus-client's multiprocess directory for this run (PROMETHEUS_MULTIPROC_DIR, default
+    `<data dir>/prometheus`): gunicorn workers and Celery processes write their counters there and
+    /metrics sums them. Its `*.db` files are removed at start, so a run's counters start at zero
+    and files of dead processes do not pile up (only those: the directory may be the caller's)."""
+    path = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or data_dir() / "prometheus")
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return str(path)
+
+
 class Supervisor:
     """Runs children in their own sessions, prefixes their output, stops them all on a signal.
 
@@ -128,13 +140,20 @@ def cmd_up() -> int:
         sim_port = env.get("SIMULATOR_PORT") or str(free_port())
         env["SIMULATOR_URL"] = f"http://127.0.0.1:{sim_port}"
         env.setdefault("PUBLIC_BASE_URL", f"http://{host}:{port}")
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_multiproc_dir(env)
+        # The demo storefront gets its demo API keys (docs/live.md); STOCKLINE_DEMO=0 turns it off.
+        env.setdefault("STOCKLINE_DEMO", "1")
         manage(env, "migrate", "--noinput", "-v", "0")
         manage(env, "dev_bootstrap")  # admin user and demo catalog on first start
         sup.spawn("web", [
-            PY, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}",
-            "--worker-class", "gthread", "--workers", "2", "--threads", "8",
+            # ASGI (uvicorn event loops under gunicorn): live stock streams hold no thread or
+            # database connection per client; the API runs on ASGI_SYNC_THREADS threads per
+            # worker, as gthread's --threads did (docs/live.md has the measurements).
+            PY, "-m", "gunicorn", "config.asgi:application", "--bind", f"{host}:{port}",
+            "--worker-class", "live.worker.StocklineUvicornWorker", "--workers", "2",
             "--access-logfile", "-", "--graceful-timeout", "10",
-            # GET /api/v1/stock/?sku=..  takes up to 500 codes: longer than gunicorn's 4 KiB default.
+            # GET /api/v1/stock/?sku=..  takes up to 500 codes: longer than gunicorn's 4 KiB default
+            # (the uvicorn worker sets its own limit, see live/worker.py).
             "--limit-request-line", "0",
         ], env)
         sup.spawn("worker", [
@@ -154,6 +173,8 @@ def cmd_up() -> int:
             password_file.read_text().strip() if password_file.exists() else "(set before first start)")
         sup.say("dev", f"web        http://{host}:{port}/  (API /api/v1/, docs /api/docs/, health /healthz)")
         sup.say("dev", f"admin      http://{host}:{port}/admin/  user: admin  password: {password}")
+        sup.say("dev", f"storefront http://{host}:{port}/storefront/  (live stock; flash sale: "
+                       "./dev manage simulate_flash_sale)")
         sup.say("dev", f"simulator  {env['SIMULATOR_URL']}/_sim/levels")
         sup.say("dev", f"data       {data_dir()}   (Ctrl-C stops everything)")
         code = sup.wait()
@@ -178,11 +199,19 @@ def cmd_test(args: list[str]) -> int:
         services.stop()
 
 
+# Commands that look at or make migrations themselves: `./dev manage` runs them as they are.
+NO_MIGRATE_FIRST = {"migrate", "makemigrations", "showmigrations", "sqlmigrate", "squashmigrations", "help"}
+
+
 def cmd_manage(args: list[str]) -> int:
     require_binaries()
     services = ServiceSet(data_dir())
     try:
         env = services.start(base_env())
+        if args and args[0] not in NO_MIGRATE_FIRST:
+            # A fresh data dir has no tables: benchmarks, soak and seeding work on one as they do
+            # after `./dev up` (a no-op when the schema is current).
+            manage(env, "migrate", "--noinput", "-v", "0")
         return manage(env, *args, check=False)
     finally:
         services.stop()

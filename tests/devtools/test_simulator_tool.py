@@ -16,9 +16,10 @@ import requests
 from devtools.services import free_port
 from tests.conftest import ROOT
 
-PRODUCTION = ("config", "core", "inventory", "reservations", "channels", "ingestion")
+PRODUCTION = ("config", "core", "inventory", "reservations", "channels", "ingestion", "analytics", "live")
 # Benchmark/demo commands may start the simulator, importing it inside a function only.
-LAZY_IMPORT_ALLOWED = {"channels/management/commands/bench_propagation.py"}
+LAZY_IMPORT_ALLOWED = {"channels/management/commands/bench_propagation.py",
+                       "live/management/commands/simulate_flash_sale.py"}
 
 
 def _devtools_imports(tree: ast.AST):
