@@ -33,3 +33,16 @@ def sql_placeholders(rows: int, row: str) -> sql.Composable:
     holds only placeholders and casts (e.g. "%s::bigint, %s"), never data."""
     one = sql.SQL("(" + row + ")")  # noqa: S608 - placeholders only, see docstring
     return sql.SQL(", ").join([one] * rows)
+
+
+def sql_unnest(types: Sequence[str]) -> sql.Composable:
+    """`unnest(%s::t1[], %s::t2[], ...)`: a set of rows passed as one array per column, so a
+    statement's text is the same for 1 row or 1,000 (psycopg parses and caches it once, instead
+    of converting thousands of placeholders per call). `types` are SQL type names written in
+    code (bigint, text, jsonb, ...), never data."""
+    return sql.SQL("unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")")  # noqa: S608 - see docstring
+
+
+def sql_columns(rows: Sequence[Sequence[object]]) -> list[list[object]]:
+    """Rows turned into one list per column, the parameters of `sql_unnest`."""
+    return [list(column) for column in zip(*rows, strict=True)]

@@ -7,16 +7,18 @@ reprocessing, which send events through the drain again."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from channels.models import Channel
 from core.errors import DomainError
 from core.jsonsafe import json_replace_nul, text_clean
-from core.sql import sql_compose, sql_placeholders
+from core.sql import sql_columns, sql_compose, sql_unnest
 from ingestion.models import InboundEvent
 from ingestion.processing import BatchProcessor, EventResult, Transient
 from ingestion.scheduling import (
@@ -44,11 +46,52 @@ class DrainResult:
     ignored: int = 0
     failed: int = 0
     retrying: int = 0
+    busy: bool = False  # another drain holds this partition
 
 
-def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
+# Namespace of the drains' advisory locks (pg_try_advisory_xact_lock(namespace, partition)).
+_PARTITION_LOCK_NAMESPACE = 0x5354_4B4C  # "STKL"
+
+
+def _partition_lock(partition: int) -> bool:
+    """Take the partition's advisory lock for this transaction, without waiting."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [_PARTITION_LOCK_NAMESPACE, partition])
+        row = cursor.fetchone()
+        return bool(row and row[0])
+
+
+def inbound_events_drain_partition(*, partition: int, budget_seconds: float = 5.0) -> DrainResult:
+    """Drain one partition batch after batch until it has no due events or `budget_seconds` have
+    passed (the task then queues its successor, so one busy partition never keeps a worker
+    process for long). When another drain holds the partition, retry shortly: that drain may
+    have claimed before our events committed."""
+    deadline = time.monotonic() + budget_seconds
+    total = DrainResult()
+    while True:
+        result = inbound_events_drain(partition=partition)
+        if result.busy:
+            drain_enqueue(partition=partition, countdown=0.2)
+            total.busy = True
+            return total
+        for name in ("claimed", "done", "ignored", "failed", "retrying"):
+            setattr(total, name, getattr(total, name) + getattr(result, name))
+        if result.claimed < batch_size():
+            return total
+        if time.monotonic() > deadline:
+            drain_enqueue(partition=partition)
+            return total
+
+
+def inbound_events_drain(*, limit: int | None = None, worker: str | None = None, partition: int | None = None,
                          on_full_batch: Callable[[], None] | None = None) -> DrainResult:
     """Claim up to `limit` due pending events (SKIP LOCKED) and apply them in one transaction.
+
+    With `partition`, only that partition's events, and only if no other drain holds the
+    partition (a transaction-scoped advisory lock; `result.busy` when another does): one drain
+    at a time per partition applies its events in id order, so an order's sale is applied before
+    the cancellation received after it, whichever worker or host runs which drain. Without it
+    (tests, tools), every partition's due events.
 
     `on_full_batch` is called once the claim returned a full batch, before applying it, so a
     helper drain can start on the next batch in parallel (other workers skip our locked rows).
@@ -58,9 +101,16 @@ def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
     result = DrainResult()
     now = timezone.now()
     with transaction.atomic():
+        if partition is not None and not _partition_lock(partition):
+            result.busy = True
+            return result
+        pending = InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=now)
+        if partition is not None:
+            pending = pending.filter(partition=partition)
         events = list(
-            InboundEvent.objects.select_for_update(skip_locked=True, of=("self",)).select_related("channel")
-            .filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=now)
+            # The raw body and headers stay in the table: planning reads the parsed payload.
+            pending.select_for_update(skip_locked=True, of=("self",)).select_related("channel")
+            .defer("body", "headers")
             # Events still waiting for their channel's data (BigCommerce products) belong to the
             # fetch task (inbound_events_fetch): the drain makes no HTTP call, and they take no
             # slot in its batch, so a slow marketplace delays nobody else's events.
@@ -134,38 +184,35 @@ def _process(events: list[InboundEvent], worker: str) -> dict[int, EventResult]:
 
 
 def _events_save(events: list[InboundEvent]) -> None:
-    """Write the batch's statuses in one UPDATE ... FROM (VALUES ...) (Django's bulk_update builds
+    """Write the batch's statuses in one UPDATE ... FROM unnest(...) (Django's bulk_update builds
     a CASE per row and field, which costs more than applying the events)."""
     from psycopg.types.json import Jsonb
 
-    row = "%s::bigint, %s::varchar, %s::integer, %s::timestamptz, %s::varchar, %s::text, %s::jsonb, " \
-          "%s::timestamptz, %s::varchar"
-    params: list[object] = []
-    for e in events:
-        params += [e.pk, e.status, e.attempts, e.next_attempt_at, e.error_code, e.last_error, Jsonb(e.outcome),
-                   e.processed_at, e.processed_by]
+    rows = [(e.pk, e.status, e.attempts, e.next_attempt_at, e.error_code, e.last_error, Jsonb(e.outcome),
+             e.processed_at, e.processed_by) for e in events]
     sql = sql_compose(
         "UPDATE {table} AS t SET status = v.status, attempts = v.attempts, next_attempt_at = v.next_attempt_at, "
         "error_code = v.error_code, last_error = v.last_error, outcome = v.outcome, processed_at = v.processed_at, "
-        "processed_by = v.processed_by FROM (VALUES {values}) AS v(id, status, attempts, next_attempt_at, "
+        "processed_by = v.processed_by FROM {rows} AS v(id, status, attempts, next_attempt_at, "
         "error_code, last_error, outcome, processed_at, processed_by) WHERE t.id = v.id",
-        table=InboundEvent._meta.db_table, values=sql_placeholders(len(events), row))
+        table=InboundEvent._meta.db_table,
+        rows=sql_unnest(["bigint", "text", "integer", "timestamptz", "text", "text", "jsonb", "timestamptz", "text"]))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)  # type: ignore[arg-type]  # Jsonb: psycopg adapts it; the stubs list plain values
-
+        cursor.execute(sql, sql_columns(rows))
 
 
 def inbound_events_sweep() -> int:
     """Queue a drain if due pending events exist (a lost wake-up, retries whose backoff ended),
     and a fetch for each channel whose due events wait for their data (the same, or a circuit's
     cool-down that ended). Returns how many events were due for the drain."""
-    due = (InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=timezone.now())
-           .exclude(awaiting_fetch()).count())
-    if due:
-        drain_enqueue()
+    due = dict(InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=timezone.now())
+               .exclude(awaiting_fetch()).order_by().values("partition").annotate(n=Count("id"))
+               .values_list("partition", "n"))
+    for partition in sorted(due):
+        drain_enqueue(partition=partition)
     for channel_id in channels_awaiting_fetch():
         fetch_enqueue(channel_id=channel_id)
-    return due
+    return sum(due.values())
 
 
 def inbound_events_reprocess(*, ids: list[int] | None = None, channel: Channel | None = None,

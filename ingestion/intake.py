@@ -19,9 +19,9 @@ from channels.adapters.canonical import MAX_BATCH, CanonicalError, canonical_eve
 from channels.models import Channel
 from core.errors import ValidationFailed
 from core.jsonsafe import json_contains_nul, json_parse, json_replace_nul, text_clean
-from core.sql import sql_compose, sql_placeholders
+from core.sql import sql_columns, sql_compose, sql_unnest
 from ingestion.models import InboundEvent
-from ingestion.scheduling import drain_kick, fetch_kick
+from ingestion.scheduling import drain_kick, fetch_kick, partition_for
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,10 @@ DROPPED_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-api-key"
 
 _COLUMNS = ("channel_id", "source", "dedup_key", "delivery_id", "topic", "headers", "body", "payload", "fetched",
             "status", "attempts", "next_attempt_at", "error_code", "last_error", "outcome", "received_at",
-            "processed_at", "processed_by")
+            "processed_at", "processed_by", "partition")
 _JSON_COLUMNS = {"headers", "payload", "fetched", "outcome"}
+_TYPES = ("bigint", "text", "text", "text", "text", "jsonb", "bytea", "jsonb", "jsonb", "text", "integer",
+          "timestamptz", "text", "text", "jsonb", "timestamptz", "timestamptz", "text", "smallint")  # of _COLUMNS
 
 
 def _insert_new(rows: list[dict[str, object]]) -> list[int]:
@@ -44,16 +46,16 @@ def _insert_new(rows: list[dict[str, object]]) -> list[int]:
         return []
     from psycopg.types.json import Jsonb
 
-    params: list[object] = []
     for row in rows:
-        for column in _COLUMNS:
-            value = row.get(column)
-            params.append(Jsonb(value) if column in _JSON_COLUMNS and value is not None else value)
-    sql = sql_compose("INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-                      table=InboundEvent._meta.db_table, columns=_COLUMNS,
-                      values=sql_placeholders(len(rows), ", ".join(["%s"] * len(_COLUMNS))))
+        if row.get("partition") is None:
+            row["partition"] = partition_for(source=str(row["source"]), channel_id=row.get("channel_id"),  # type: ignore[arg-type]
+                                             payload=row.get("payload"), delivery_id=str(row["delivery_id"]))
+    values = [[Jsonb(row.get(c)) if c in _JSON_COLUMNS and row.get(c) is not None else row.get(c) for c in _COLUMNS]
+              for row in rows]
+    sql = sql_compose("INSERT INTO {table} ({columns}) SELECT * FROM {rows} ON CONFLICT (dedup_key) DO NOTHING "
+                      "RETURNING id", table=InboundEvent._meta.db_table, columns=_COLUMNS, rows=sql_unnest(_TYPES))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)  # type: ignore[arg-type]  # Jsonb: psycopg adapts it; the stubs list plain values
+        cursor.execute(sql, sql_columns(values))
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -111,7 +113,7 @@ def webhook_accept(*, channel: Channel, adapter: ChannelAdapter, headers: Mappin
         if hasattr(adapter, "needs_fetch"):
             fetch_kick(channel_ids=[channel.pk])  # thin payload (BigCommerce): its data first, then the drain
         else:
-            drain_kick()
+            drain_kick(only=[row["partition"]])  # type: ignore[list-item]
     return WebhookAccepted(event_id=inserted[0] if inserted else None, duplicate=not inserted)
 
 
@@ -151,6 +153,6 @@ def events_accept(*, events: object, source: str = "api") -> BatchAccepted:
                          topic=event.type, payload=canonical_event_to_json(event)))
     inserted = _insert_new(rows)
     if inserted:
-        drain_kick()
+        drain_kick(only={row["partition"] for row in rows})  # type: ignore[misc]
     return BatchAccepted(accepted=len(inserted), duplicates=duplicates + len(rows) - len(inserted),
                          rejected=rejected)

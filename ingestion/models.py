@@ -46,12 +46,16 @@ class InboundEvent(models.Model):
     received_at = models.DateTimeField()
     processed_at = models.DateTimeField(null=True, blank=True)
     processed_by = models.CharField(max_length=200, blank=True, default="")
+    # Which drain applies it (ingestion.scheduling.partition_for: a stable hash of the event's SKU,
+    # or of its order for marketplace orders): one drain at a time per partition, in id order.
+    partition = models.SmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-id"]
         indexes = [
             # The drain's claim: pending events due now, oldest first.
             models.Index(fields=["id"], condition=Q(status="pending"), name="inbound_pending"),
+            models.Index(fields=["partition", "id"], condition=Q(status="pending"), name="inbound_pending_partition"),
             models.Index(fields=["status", "-id"], name="inbound_status_newest"),
             models.Index(fields=["channel", "-id"], name="inbound_channel_newest"),
         ]
@@ -141,3 +145,40 @@ class LevelDrift(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class ChannelPollCursor(models.Model):
+    """Where order polling of one marketplace channel (eBay, Amazon) stands (ingestion.polling).
+
+    Every order modified before `cursor_at` has been stored as an inbound event. A poll reads the
+    window from `cursor_at` minus an overlap, page by page; while a window is being read,
+    `window_from`/`window_until`/`page_token` say where (so a run cut short by its budget or a
+    failure resumes at the page that was not stored, never skipping one), and `cursor_at` moves
+    to `window_until` only once the last page is stored. `claim_token`/`claimed_until` are the
+    per-channel lease taken with one conditional UPDATE, so two workers never poll a channel at
+    once. Written only by ingestion.polling; read-only in the admin."""
+
+    channel = models.OneToOneField(Channel, primary_key=True, on_delete=models.CASCADE, related_name="poll_cursor")
+    cursor_at = models.DateTimeField(null=True, blank=True)  # complete up to here (None: never polled)
+    window_from = models.DateTimeField(null=True, blank=True)  # the window being read, if any
+    window_until = models.DateTimeField(null=True, blank=True)  # ... becomes cursor_at when read to the end
+    page_token = models.TextField(blank=True, default="")  # next page of that window (offset / NextToken)
+    next_due_at = models.DateTimeField()
+    claim_token = models.CharField(max_length=64, blank=True, default="")
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_pages = models.PositiveIntegerField(default=0)  # pages read by the last run
+    last_orders = models.PositiveIntegerField(default=0)  # order documents seen by the last run
+    last_stored = models.PositiveIntegerField(default=0)  # ... of which new versions stored
+    busy = models.BooleanField(default=False)  # the last run saw a full page: polled again sooner
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["channel_id"]
+        indexes = [models.Index(fields=["next_due_at"], name="pollcursor_due")]
+
+    def __str__(self) -> str:
+        return f"poll cursor of channel {self.channel_id}"

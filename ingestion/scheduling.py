@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import zlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import partial
@@ -47,27 +48,71 @@ def worker_name() -> str:
 # ------------------------------------------------------------------------------ scheduling
 
 
-def drain_kick() -> None:
-    """Ask for a drain once the current transaction commits, at most one queued at a time.
+def partitions() -> int:
+    """How many drain partitions (INGESTION_PARTITIONS): one drain at a time applies each, so this
+    bounds how many drains run in parallel, on any number of worker hosts."""
+    return max(1, int(getattr(settings, "INGESTION_PARTITIONS", 4)))
 
-    The flag is cleared by the drain task *before* it claims, so an event committed after a
-    drain's claim always finds the flag clear and queues a new drain (no lost wake-up).
+
+# Where a marketplace payload names its order (refunds name it as order_id, beside their own id).
+_ORDER_KEYS = ("order_id", "orderId", "AmazonOrderId", "id")
+
+
+def partition_for(*, source: str, channel_id: int | None, payload: object, delivery_id: str) -> int:
+    """A stable hash onto the partitions: a canonical event by its SKU, a marketplace delivery by
+    the order it is about (its sale, cancellation and refunds are then applied in the order they
+    were received, by one drain), anything else by its delivery id."""
+    key = f"delivery:{delivery_id}"
+    if isinstance(payload, dict):
+        if source == InboundEvent.Source.API and isinstance(payload.get("sku"), str):
+            key = f"sku:{payload['sku']}"
+        else:
+            for found in (payload, payload.get("Order"), payload.get("data")):
+                ref = next((found[k] for k in _ORDER_KEYS if isinstance(found, dict) and found.get(k) is not None),
+                           None)
+                if ref is not None:
+                    key = f"order:{channel_id}:{ref}"
+                    break
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions()
+
+
+def drain_flag(partition: int) -> str:
+    return f"{DRAIN_FLAG}:{partition}"
+
+
+def drain_kick(*, only: Iterable[int] | None = None) -> None:
+    """Ask for a drain of each partition once the current transaction commits, at most one queued
+    per partition (all partitions when none are named).
+
+    A partition's flag is cleared by its drain task *before* it claims, so an event committed
+    after a drain's claim always finds the flag clear and queues a new drain (no lost wake-up).
     """
-    transaction.on_commit(_kick, robust=True)
+    chosen = sorted(set(only)) if only is not None else list(range(partitions()))
+    transaction.on_commit(partial(_kick, chosen), robust=True)
 
 
-def _kick() -> None:
-    try:
-        if cache.add(DRAIN_FLAG, 1, timeout=DRAIN_FLAG_TTL):
-            drain_enqueue()
-    except Exception:  # Redis or broker down: the sweeper re-enqueues pending events
-        logger.exception("could not queue an ingestion drain; the sweeper will")
+def _kick(chosen: list[int]) -> None:
+    for partition in chosen:
+        try:
+            if cache.add(drain_flag(partition), 1, timeout=DRAIN_FLAG_TTL):
+                drain_enqueue(partition=partition)
+        except Exception:  # Redis or broker down: the sweeper re-enqueues pending events
+            logger.exception("could not queue an ingestion drain; the sweeper will")
 
 
-def drain_enqueue() -> None:
+def drain_enqueue(*, partition: int | None = None, countdown: float | None = None) -> None:
+    """Queue a drain of one partition (all partitions, one task each, when None). With
+    INGESTION_PARTITION_QUEUES on, partition p goes to the Celery queue `ingestion-p` (workers
+    subscribe with -Q); otherwise every drain shares the default queue and any worker takes it."""
     from ingestion.tasks import inbound_drain_task
 
-    inbound_drain_task.apply_async()
+    for p in ([partition] if partition is not None else range(partitions())):
+        options: dict[str, object] = {"args": [p]}
+        if countdown:
+            options["countdown"] = countdown
+        if getattr(settings, "INGESTION_PARTITION_QUEUES", False):
+            options["queue"] = f"ingestion-{p}"
+        inbound_drain_task.apply_async(**options)
 
 
 # ------------------------------------------------------------------------------ fetch (thin webhooks)

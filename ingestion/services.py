@@ -5,6 +5,7 @@
 from ingestion.drain import (
     DrainResult,
     inbound_events_drain,
+    inbound_events_drain_partition,
     inbound_events_reprocess,
     inbound_events_sweep,
     oversell_incidents_resolve,
@@ -16,19 +17,22 @@ from ingestion.scheduling import (
     batch_size,
     channels_awaiting_fetch,
     drain_enqueue,
+    drain_flag,
     drain_kick,
     fetch_enqueue,
     fetch_flag,
     fetch_kick,
     max_attempts,
+    partition_for,
+    partitions,
     retry_delay,
     worker_name,
 )
 
 __all__ = [
-    "DRAIN_FLAG", "MAX_WEBHOOK_BYTES", "BatchAccepted", "DrainResult", "FetchResult", "WebhookAccepted",
-    "batch_size", "channels_awaiting_fetch", "drain_enqueue", "drain_kick", "events_accept", "fetch_enqueue",
-    "fetch_flag", "fetch_kick", "inbound_events_drain", "inbound_events_fetch", "inbound_events_reprocess",
-    "inbound_events_sweep", "max_attempts", "oversell_incidents_resolve", "retry_delay", "webhook_accept",
-    "worker_name",
+    "BatchAccepted", "DRAIN_FLAG", "DrainResult", "FetchResult", "MAX_WEBHOOK_BYTES", "WebhookAccepted", "batch_size",
+    "channels_awaiting_fetch", "drain_enqueue", "drain_flag", "drain_kick", "events_accept", "fetch_enqueue",
+    "fetch_flag", "fetch_kick", "inbound_events_drain", "inbound_events_drain_partition", "inbound_events_fetch",
+    "inbound_events_reprocess", "inbound_events_sweep", "max_attempts", "oversell_incidents_resolve", "partition_for",
+    "partitions", "retry_delay", "webhook_accept", "worker_name",
 ]

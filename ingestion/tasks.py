@@ -3,17 +3,20 @@
 from celery import shared_task
 from django.core.cache import cache
 
-from ingestion import services
+from ingestion import polling, services
 
 
 @shared_task(name="ingestion.drain")
-def inbound_drain_task() -> int:
-    """Drain one batch of pending inbound events; when the batch was full, queue a successor
-    first so another worker drains the next batch in parallel (SKIP LOCKED keeps them apart)."""
+def inbound_drain_task(partition: int | None = None) -> int:
+    """Drain one partition's due events, batch after batch (one drain per partition at a time;
+    partitions drain in parallel on any workers). A message queued before partitions existed
+    (no argument) wakes every partition."""
+    if partition is None:
+        services.drain_enqueue()
+        return 0
     # Cleared before claiming: an event committed after our claim re-queues a drain (no lost wake-up).
-    cache.delete(services.DRAIN_FLAG)
-    result = services.inbound_events_drain(on_full_batch=services.drain_enqueue)
-    return result.claimed
+    cache.delete(services.drain_flag(partition))
+    return services.inbound_events_drain_partition(partition=partition).claimed
 
 
 @shared_task(name="ingestion.fetch")
@@ -31,3 +34,19 @@ def inbound_sweep_task() -> int:
     """Beat: queue a drain when due pending events exist (lost wake-ups, finished backoffs), and a
     fetch per channel whose due events wait for their data (also: circuits whose cool-down ended)."""
     return services.inbound_events_sweep()
+
+
+@shared_task(name="ingestion.poll_orders")
+def channels_poll_dispatch_task() -> int:
+    """Beat: queue an order poll for every eBay/Amazon channel whose poll is due (each channel
+    has its own interval and backoff on its cursor row; the claim makes a duplicate harmless)."""
+    return len(polling.channels_poll_dispatch())
+
+
+@shared_task(name="ingestion.poll_channel")
+def channel_poll_task(channel_id: int) -> int:
+    """Poll one channel's orders once (claim, read pages within the fetch budget, store each new
+    order version as an inbound event for the drain, move the cursor or back off)."""
+    # Cleared before claiming: a dispatch after this point queues another run (no lost wake-up).
+    cache.delete(polling.poll_flag(channel_id=channel_id))
+    return polling.channel_orders_poll(channel_id=channel_id).stored

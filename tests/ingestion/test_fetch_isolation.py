@@ -255,10 +255,11 @@ def test_with_real_workers_a_slow_store_delays_no_other_channels_events(
         short_fetch_worker, live_server, simulator, api, make_channel, shopify, tee, mug, wh):
     from django.core.cache import cache
 
-    from ingestion.services import DRAIN_FLAG
+    from ingestion.services import drain_flag, partitions
     from tests.channels.conftest import wait_for
 
-    cache.delete(DRAIN_FLAG)  # a drain queued by an earlier test (no worker then) would debounce ours
+    # a drain queued by an earlier test (no worker then) would debounce ours
+    cache.delete_many([drain_flag(p) for p in range(partitions())])
     # given three orders from a BigCommerce store that now answers only after a minute
     bc = bc_channel(make_channel, "bc-slow", simulator.store_url("bc-slow"))
     listing(bc, tee, "501")
