@@ -62,7 +62,7 @@ def _partition_lock(partition: int) -> bool:
 
 
 def inbound_events_drain_partition(*, partition: int, budget_seconds: float = 5.0) -> DrainResult:
-    """Drain one partition batch after batch until it has no due events or `budget_seconds` have
+    """Drain one partition batch after batch until a claim finds no due events or `budget_seconds` have
     passed (the task then queues its successor, so one busy partition never keeps a worker
     process for long). When another drain holds the partition, retry shortly: that drain may
     have claimed before our events committed."""
@@ -76,7 +76,9 @@ def inbound_events_drain_partition(*, partition: int, budget_seconds: float = 5.
             return total
         for name in ("claimed", "done", "ignored", "failed", "retrying"):
             setattr(total, name, getattr(total, name) + getattr(result, name))
-        if result.claimed < batch_size():
+        if result.claimed == 0:
+            # Empty only now: events committed while we applied the last batch are ours too (the
+            # drain their wake-up queued may have found the partition held and backed off).
             return total
         if time.monotonic() > deadline:
             drain_enqueue(partition=partition)
