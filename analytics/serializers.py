@@ -5,12 +5,21 @@ from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
 from analytics.models import Alert
+from channels.serializers import HTTP_URL, PY_WHITESPACE, HttpUrlField
+from inventory.serializers import StrictCharField
 
 VelocitySerializer = inline_serializer(name="Velocity", fields={
     "1d": serializers.FloatField(help_text="Units sold in the last 24 h, rounded to 2 decimals."),
     "7d": serializers.FloatField(help_text="Units sold in the last 7 x 24 h / 7, rounded to 2 decimals."),
     "28d": serializers.FloatField(help_text="Units sold in the last 28 x 24 h / 28, rounded to 2 decimals."),
 })
+
+
+
+class RequiredHttpUrlField(HttpUrlField):
+    """An http(s) URL that may not be blank: the OpenAPI pattern says so too."""
+
+    schema_pattern = f"^[{PY_WHITESPACE}]*({HTTP_URL})[{PY_WHITESPACE}]*$"
 
 
 class SkuAnalyticsSerializer(serializers.Serializer):
@@ -97,8 +106,19 @@ class AlertSubscriptionSerializer(serializers.Serializer):
     """POST body and answer; the secret is write-only (never answered)."""
 
     id = serializers.IntegerField(read_only=True)
-    url = serializers.URLField(max_length=2000)
-    secret = serializers.CharField(write_only=True, max_length=500, trim_whitespace=False)
+    # An http(s) URL as channels take it: the pattern the OpenAPI document states is what is accepted.
+    url = RequiredHttpUrlField(max_length=2000)
+    # Strict: a JSON string only (DRF's CharField would take 5 as "5").
+    secret = StrictCharField(write_only=True, max_length=500, trim_whitespace=False)
     kinds = serializers.ListField(child=serializers.ChoiceField(choices=Alert.KINDS),
                                   allow_empty=False, min_length=1)
     created_at = serializers.DateTimeField(read_only=True)
+
+    def to_internal_value(self, data):
+        # A misspelt field is refused, not ignored: a subscription created without what its
+        # author meant would deliver to the wrong place or for the wrong kinds.
+        if isinstance(data, dict):
+            unknown = sorted(str(key) for key in data if key not in self.fields)
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)

@@ -230,3 +230,15 @@ class AutoSchema(SpectacularAutoSchema):
                 continue
             responses[status] = self._get_response_for_code(error_response(description), status, direction=direction)
         return dict(sorted(responses.items()))
+
+
+# Request bodies whose serializers refuse unknown fields (400), so the document says so too.
+STRICT_REQUEST_COMPONENTS = {"AlertSubscriptionRequest"}
+
+
+def strict_request_bodies(result, generator, request, public):
+    """drf-spectacular postprocessing hook: `additionalProperties: false` on STRICT_REQUEST_COMPONENTS."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for name in STRICT_REQUEST_COMPONENTS & set(schemas):
+        schemas[name]["additionalProperties"] = False
+    return result

@@ -21,6 +21,10 @@ class PositionInline(ReadOnlyInline):
     fields = ("location", "on_hand", "reserved", "available", "version", "updated_at")
     readonly_fields = fields
 
+    def get_queryset(self, request):
+        # Each row is labelled "TEE-M at Warehouse" (StockPosition.__str__): one query, not two per row.
+        return super().get_queryset(request).select_related("sku", "location")
+
 
 class LatestMovementInline(ReadOnlyInline):
     model = StockMovement
@@ -29,9 +33,10 @@ class LatestMovementInline(ReadOnlyInline):
     readonly_fields = fields
     ordering = ("-id",)
     verbose_name_plural = "Latest movements (25)"
+    template = "admin/inventory/movement_inline.html"  # rows labelled "receipt of SKU-1 at Warehouse"
 
     def get_queryset(self, request):
-        qs = super().get_queryset(request).select_related("location").order_by("-id")
+        qs = super().get_queryset(request).select_related("sku", "location").order_by("-id")
         # A sliced queryset cannot be filtered further by the admin; keep the newest 25 by id.
         ids = list(qs.values_list("id", flat=True)[:25])
         return qs.filter(id__in=ids)
@@ -47,8 +52,23 @@ class CatalogAdmin(ServiceAdmin):
     def get_readonly_fields(self, request, obj=None):
         return ("code",) if obj is not None else ()
 
+    actions = ["deactivate_selected", "activate_selected"]
+
     def has_delete_permission(self, request, obj=None):
+        # No delete button, with or without history (ledger rows, snapshots, listings, events refer
+        # to these rows, and the API has no delete): "Deactivate selected" instead, announced.
         return False
+
+    def _set_active(self, request, queryset, active: bool) -> None:
+        raise NotImplementedError
+
+    @admin.action(description="Deactivate selected (channels stop selling them)")
+    def deactivate_selected(self, request, queryset):
+        self._set_active(request, queryset, False)
+
+    @admin.action(description="Activate selected")
+    def activate_selected(self, request, queryset):
+        self._set_active(request, queryset, True)
 
     def _changed(self, form) -> dict:
         return {name: form.cleaned_data[name] for name in form.changed_data if name != "code"}
@@ -65,6 +85,13 @@ class LocationAdmin(CatalogAdmin):
     list_filter = ("kind", "active")
     search_fields = ("code", "name")
 
+    def _set_active(self, request, queryset, active: bool) -> None:
+        rows = list(queryset.exclude(active=active).order_by("pk"))
+        for location in rows:  # one transaction each, through the service (announced)
+            services.location_update(location=location, active=active)
+        self.message_user(request, f"{len(rows)} location(s) {'activated' if active else 'deactivated'}.",
+                          messages.SUCCESS)
+
     def save_model(self, request, obj, form, change):
         if change:
             # A fresh row: the form has already set the new values on `obj`, and location_update
@@ -77,7 +104,7 @@ class LocationAdmin(CatalogAdmin):
 
 @admin.register(Sku)
 class SkuAdmin(CatalogAdmin):
-    list_display = ("code", "name", "safety_stock", "active", "updated_at")
+    list_display = ("code", "name", "safety_stock", "reorder_point", "lead_time_days", "active", "updated_at")
     list_filter = ("active",)
     search_fields = ("code", "name")
     inlines = [PositionInline, LatestMovementInline]
@@ -86,8 +113,17 @@ class SkuAdmin(CatalogAdmin):
         if change:
             services.sku_update(sku=Sku.objects.get(pk=obj.pk), **self._changed(form))
         else:
-            self._adopt(obj, services.sku_create(code=obj.code, name=obj.name, safety_stock=obj.safety_stock,
-                                                 active=obj.active))
+            self._adopt(obj, services.sku_create(
+                code=obj.code, name=obj.name, safety_stock=obj.safety_stock, active=obj.active,
+                lead_time_days=obj.lead_time_days, reorder_point=obj.reorder_point,
+                dynamic_safety_stock=obj.dynamic_safety_stock))
+
+    def _set_active(self, request, queryset, active: bool) -> None:
+        rows = list(queryset.exclude(active=active).order_by("pk"))
+        for sku in rows:  # one transaction each, through the service (re-pushes the channels)
+            services.sku_update(sku=sku, active=active)
+        self.message_user(request, f"{len(rows)} SKU(s) {'activated' if active else 'deactivated'}.",
+                          messages.SUCCESS)
 
 
 class AdjustStockForm(forms.Form):

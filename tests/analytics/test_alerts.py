@@ -266,3 +266,11 @@ def test_alert_jobs_are_scheduled_every_30_seconds_and_the_reaction_is_registere
     assert schedule["analytics-alerts-evaluate"]["schedule"] <= 30.0  # + the run: within 60 s
     assert "analytics.alerts_evaluate" in app.tasks and "analytics.alert_deliveries_drain" in app.tasks
     assert "analytics.alerts.alerts_on_stock_change" in settings.STOCK_CHANGE_REACTIONS
+
+
+def test_subscription_secret_must_be_a_json_string(client_with, db):
+    response = post(client_with("ops"), "/api/v1/alert-subscriptions/",
+                    {"url": "https://example.com/hook", "secret": 5, "kinds": ["oversell"]})
+    assert_error(response, 400, "validation_error")
+    assert_error(post(client_with("ops"), "/api/v1/alert-subscriptions/",
+                      {"url": "https://example.com/hook", "secret": "s", "kinds": []}), 400, "validation_error")
