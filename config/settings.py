@@ -66,7 +66,6 @@ MIDDLEWARE = [
     # and count every answer, refusals by the middlewares below included (docs/observability.md).
     "core.observability.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "core.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -74,6 +73,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Innermost, and synchronous only: under ASGI (config.asgi) Django then runs every middleware
+    # above as one synchronous call on the request's thread, instead of hopping between the event
+    # loop and the thread for each hook of each middleware (about a dozen hops per request, most of
+    # a bare request's CPU; docs/performance.md). Still before URL resolution and every query.
+    "core.middleware.RejectNulMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -97,7 +101,10 @@ TEMPLATES = [
 # --- PostgreSQL is the truth. No SQLite fallback: the locking code needs the real thing.
 DATABASES = {"default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/inventory")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
+# Off (Django's default): the check is a `SELECT 1` round trip at the start of every request, a
+# third of a stock read's cost. Without it, a connection the database dropped (a restart) fails
+# the one request that finds it, then is replaced (docs/performance.md); 1 turns it back on.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
 DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool("DB_SERVER_SIDE_BINDING", default=True)
 # No ATOMIC_REQUESTS: services own their transactions (see docs/ARCHITECTURE.md).
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -151,6 +158,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.strict_request_bodies"],
     # Each status field has its own component, named after what it is the status of.
     "ENUM_NAME_OVERRIDES": {
         "ChannelKindEnum": "channels.models.Channel.Kind",
@@ -164,6 +172,9 @@ SPECTACULAR_SETTINGS = {
 # An API key that authenticated is trusted this many seconds without reading it again (core.auth):
 # a revocation takes effect within this window in every web process (docs/performance.md).
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=5.0)
+# Likewise the channel a webhook URL names (ingestion.views): another web process sees a changed
+# webhook secret or a deactivated channel within this window; the process that saved it at once.
+WEBHOOK_CHANNEL_CACHE_SECONDS = env.float("WEBHOOK_CHANNEL_CACHE_SECONDS", default=5.0)
 
 # Idempotency-Key records are kept at least this long (contract: >= 24 h).
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=48)
@@ -255,7 +266,10 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 INGESTION_BATCH_SIZE = env.int("INGESTION_BATCH_SIZE", default=250)
 # Drain partitions: events hash onto them by SKU (or by order for marketplace orders); one drain at
 # a time per partition, partitions in parallel on any worker host (docs/ingestion.md, Scale-out).
-INGESTION_PARTITIONS = env.int("INGESTION_PARTITIONS", default=4)
+# Each partition's batches carry a fixed cost (~18 statements, one task), so on one small host a
+# single partition answers fastest (measured: receipt -> applied p50 149 ms with 1, 552 ms with 2
+# at 300 events/s on 2 cores); raise it to the worker processes when adding worker hosts.
+INGESTION_PARTITIONS = env.int("INGESTION_PARTITIONS", default=1)
 # Route partition p's drains to the Celery queue `ingestion-<p>` (workers subscribe with -Q), e.g.
 # to pin partitions to hosts; off: every drain on the default queue, any worker takes any.
 INGESTION_PARTITION_QUEUES = env.bool("INGESTION_PARTITION_QUEUES", default=False)

@@ -24,14 +24,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection
 from django.http import HttpResponse
 from django.utils import timezone
 
 from core.errors import DomainError
 from core.models import IdempotencyRecord
+from core.sql import sql_compose
 
 HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -75,6 +77,24 @@ def _replay(record: IdempotencyRecord) -> HttpResponse:
     return response
 
 
+@cache
+def _claim_sql() -> str:
+    return sql_compose(
+        "INSERT INTO {table} (api_key_id, key, fingerprint, state, response_headers, created_at) "
+        "VALUES (%s, %s, %s, %s, '{{}}'::jsonb, %s) ON CONFLICT (api_key_id, key) DO NOTHING RETURNING id",
+        table=IdempotencyRecord._meta.db_table)
+
+
+def _claim_insert(api_key_id: int | None, key: str, fingerprint: str, now) -> int | None:
+    """The claim: one INSERT, committed at once in autocommit (a concurrent twin sees it), that
+    does nothing on an existing (api_key, key) row. Returns the new row's id, or None when taken.
+    No error on a conflict, hence no savepoint and no extra round trips around it."""
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_sql(), [api_key_id, key, fingerprint, IdempotencyRecord.State.IN_FLIGHT, now])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
 def idempotency_begin(request, *, required: bool) -> Claim | None:
     key = request.headers.get(HEADER, "").strip()
     if not key:
@@ -86,13 +106,11 @@ def idempotency_begin(request, *, required: bool) -> Claim | None:
     fingerprint = _fingerprint(request)
     now = timezone.now()
     expiry = now - timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
+    api_key_id = getattr(request.auth, "pk", None)
     for _attempt in range(3):
-        try:
-            with transaction.atomic():
-                record = IdempotencyRecord.objects.create(api_key=request.auth, key=key, fingerprint=fingerprint)
-            return Claim(record.pk, request_key_for(getattr(request.auth, "pk", None), key, fingerprint))
-        except IntegrityError:
-            pass
+        record_id = _claim_insert(api_key_id, key, fingerprint, now)
+        if record_id is not None:
+            return Claim(record_id, request_key_for(api_key_id, key, fingerprint))
         record = IdempotencyRecord.objects.filter(api_key=request.auth, key=key).first()
         if record is None:
             continue  # released between our insert and read: claim again
@@ -121,13 +139,18 @@ def idempotency_finish(claim: Claim, response) -> None:
         return
     if hasattr(response, "render") and not getattr(response, "is_rendered", True):
         response.render()
+    from psycopg.types.json import Jsonb
+
     headers = {name: response[name] for name in KEPT_HEADERS if response.has_header(name)}
-    IdempotencyRecord.objects.filter(pk=claim.record_id).update(
-        state=IdempotencyRecord.State.DONE,
-        response_status=response.status_code,
-        response_body=bytes(response.content),
-        response_headers=headers,
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_finish_sql(), [IdempotencyRecord.State.DONE, response.status_code, bytes(response.content),
+                                       Jsonb(headers), claim.record_id])
+
+
+@cache
+def _finish_sql() -> str:
+    return sql_compose("UPDATE {table} SET state = %s, response_status = %s, response_body = %s, "
+                       "response_headers = %s WHERE id = %s", table=IdempotencyRecord._meta.db_table)
 
 
 def idempotency_abandon(claim: Claim) -> None:

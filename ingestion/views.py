@@ -3,6 +3,10 @@ canonical events API (DRF, API keys)."""
 
 from __future__ import annotations
 
+import time
+
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
@@ -15,6 +19,7 @@ from rest_framework.views import APIView
 
 from channels.adapters import ADAPTERS
 from channels.adapters.base import ChannelAdapter
+from channels.models import Channel
 from channels.selectors import channel_get
 from core.errors import ValidationFailed, json_error
 from core.idempotency import IdempotencyMixin
@@ -109,6 +114,38 @@ def _read_at_most(stream, size: int) -> bytes:
     return b"".join(parts)
 
 
+# The channels webhooks name, kept in the process for WEBHOOK_CHANNEL_CACHE_SECONDS (default 5):
+# the lookup (a wide row: credentials, settings, health) was 40% of an ack's CPU. A change saved
+# here (admin, API, services) forgets the cache at once; another process sees a changed secret
+# or a deactivation within that window (docs/performance.md). Only found channels are kept.
+_channels: dict[str, tuple[float, Channel]] = {}
+_CHANNELS_MAX = 1024
+
+
+def _channel_for_webhook(slug: str) -> Channel | None:
+    ttl = float(getattr(settings, "WEBHOOK_CHANNEL_CACHE_SECONDS", 5.0))
+    now = time.monotonic()
+    hit = _channels.get(slug)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    channel = selectors.channel_for_webhook(slug=slug)
+    if channel is None:
+        _channels.pop(slug, None)
+    elif ttl > 0:
+        if len(_channels) >= _CHANNELS_MAX:
+            _channels.clear()
+        _channels[slug] = (now, channel)
+    return channel
+
+
+def _channels_forget(**_kwargs) -> None:
+    _channels.clear()
+
+
+post_save.connect(_channels_forget, sender=Channel, dispatch_uid="ingestion.webhook_channels_forget")
+post_delete.connect(_channels_forget, sender=Channel, dispatch_uid="ingestion.webhook_channels_forget_delete")
+
+
 @csrf_exempt
 def webhook_receive(request, slug: str):
     """POST /webhooks/{slug}/: verify with the channel's scheme, store, answer 200.
@@ -123,7 +160,7 @@ def webhook_receive(request, slug: str):
     body = webhook_body_read(request, limit)
     if not isinstance(body, bytes):
         return body
-    channel = selectors.channel_for_webhook(slug=slug)
+    channel = _channel_for_webhook(slug)
     if channel is None:
         return json_error(404, "channel_not_found", f"No active channel '{slug}'.")
     adapter = ADAPTERS.get(channel.kind)

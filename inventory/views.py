@@ -182,6 +182,42 @@ class StockBulk(APIView):
         return Response({"results": selectors.stock_get_many(sku_codes=codes)})
 
 
+def _text(value: object, max_length: int) -> bool:
+    """A string DRF's CharField would return unchanged: printable ASCII, nothing to trim, not
+    blank, within max_length (no NUL, no surrogate, no whitespace at either end)."""
+    return (type(value) is str and 0 < len(value) <= max_length and value.isascii() and value.isprintable()
+            and value[0] != " " and value[-1] != " ")
+
+
+def _adjustment_fast(data: object) -> dict | None:
+    """AdjustmentSerializer's validated_data for a plain, well-formed body, without building the
+    serializer per request (docs/performance.md). None for anything it is not sure of (a string
+    to trim, a mistyped or missing field...): the serializer then decides, with its messages."""
+    if type(data) is not dict:
+        return None
+    kind, quantity = data.get("type"), data.get("quantity")
+    if not (_text(data.get("sku"), 100) and _text(data.get("location"), 64) and type(kind) is str
+            and kind in services.ADJUSTMENT_TYPES and type(quantity) is int
+            and -services.MAX_QUANTITY <= quantity <= services.MAX_QUANTITY):
+        return None
+    result: dict = {"sku": data["sku"], "location": data["location"], "type": kind, "quantity": quantity,
+                    "reference": ""}
+    if "to_location" in data:
+        if data["to_location"] is not None and not _text(data["to_location"], 64):
+            return None
+        result["to_location"] = data["to_location"]
+    if "reference" in data:
+        if data["reference"] != "" and not _text(data["reference"], 200):
+            return None
+        result["reference"] = data["reference"]
+    if "expected_version" in data:
+        version = data["expected_version"]
+        if version is not None and (type(version) is not int or not 0 <= version < 2**63):
+            return None
+        result["expected_version"] = version
+    return result
+
+
 class AdjustmentCreate(IdempotencyMixin, APIView):
     required_scopes = {"POST": "stock:write"}
 
@@ -201,9 +237,11 @@ class AdjustmentCreate(IdempotencyMixin, APIView):
         },
     )
     def post(self, request):
-        serializer = AdjustmentSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = _adjustment_fast(request.data)
+        if data is None:  # anything unusual: the serializer decides, with its error messages
+            serializer = AdjustmentSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
         expected_version = data.get("expected_version")
         if_match = request.headers.get("If-Match", "").strip().strip('"')
         if if_match:  # checked even when the body names the version: a malformed header is the client's bug

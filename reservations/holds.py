@@ -1,13 +1,23 @@
 """Writing holds: the step reservation creation and waitlist activation share.
 
 Both allocate over locked positions (reservations.allocation) and then raise `reserved` here, so
-one function writes every hold and its ledger row.
+one module writes every hold and its ledger row. Creation, the checkout hot path, writes its
+holds set-based (`holds_write`: one UPDATE of the positions and one INSERT of the ledger rows,
+whatever the number of lines, through inventory.batch) and its reservation with its lines in one
+statement (`reservation_insert`); waitlist activation writes through `holds_apply`.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cache
+from typing import Any
 
+from django.db import connection
+from psycopg import sql
+
+from core.sql import sql_compose, sql_unnest
+from inventory.batch import MovementBatch
 from inventory.models import MovementType, StockPosition
 from inventory.services import MovementContext, movement_apply
 from reservations.allocation import Allocation
@@ -19,6 +29,12 @@ def reservation_context(*, reservation: Reservation, context: MovementContext | 
     return replace(context, reservation_id=reservation.pk, reference=context.reference or reservation.order_ref)
 
 
+def _planned(plan: Allocation, order: list[int] | None) -> list[tuple[StockPosition, int]]:
+    """The plan's holds, lines in the order the client listed their SKUs, then by position."""
+    rank = {sku_id: i for i, sku_id in enumerate(order or [])}
+    return sorted(plan.holds.values(), key=lambda h: (rank.get(h[0].sku_id, 0), h[0].pk))
+
+
 def holds_apply(*, reservation: Reservation, plan: Allocation, context: MovementContext,
                 order: list[int] | None = None) -> tuple[list[StockPosition], list[ReservationLine]]:
     """Raise `reserved` for every planned hold of a locked plan and write the lines + ledger rows.
@@ -26,17 +42,68 @@ def holds_apply(*, reservation: Reservation, plan: Allocation, context: Movement
     `order` (SKU ids) only orders the lines as the client listed them; positions are already locked.
     Returns the positions changed and the lines written.
     """
-    rank = {sku_id: i for i, sku_id in enumerate(order or [])}
     ctx = reservation_context(reservation=reservation, context=context)
     touched: list[StockPosition] = []
     lines: list[ReservationLine] = []
-    for position, quantity in sorted(plan.holds.values(), key=lambda h: (rank.get(h[0].sku_id, 0), h[0].pk)):
+    for position, quantity in _planned(plan, order):
         movement_apply(position=position, type=MovementType.RESERVE, reserved_delta=quantity, context=ctx)
         lines.append(ReservationLine(reservation=reservation, sku_id=position.sku_id,
                                      location_id=position.location_id, quantity=quantity))
         touched.append(position)
     ReservationLine.objects.bulk_create(lines)
     return touched, lines
+
+
+def holds_write(*, reservation: Reservation, plan: Allocation, context: MovementContext,
+                order: list[int] | None = None) -> tuple[list[StockPosition], list[ReservationLine]]:
+    """`holds_apply` for a new reservation, set-based: every hold's `reserved` and ledger row in
+    two statements (inventory.batch.MovementBatch: the same refusals, decided on the locked
+    numbers, and an UPDATE guarded by each position's locked version). The lines are returned
+    unsaved: `reservation_insert` writes them with the reservation row."""
+    ctx = reservation_context(reservation=reservation, context=context)
+    batch = MovementBatch()
+    touched: list[StockPosition] = []
+    lines: list[ReservationLine] = []
+    for position, quantity in _planned(plan, order):
+        batch.apply(position=position, type=MovementType.RESERVE, reserved_delta=quantity, context=ctx)
+        lines.append(ReservationLine(reservation=reservation, sku_id=position.sku_id,
+                                     location_id=position.location_id, quantity=quantity))
+        touched.append(position)
+    batch.flush()
+    return touched, lines
+
+
+_RESERVATION_COLUMNS = ("id", "status", "channel_id", "order_ref", "ttl_seconds", "expires_at", "created_by_id",
+                        "created_at", "updated_at", "activated_at", "closed_at", "closed_by", "request_key")
+
+
+@cache
+def _insert_sql() -> str:
+    return sql_compose(
+        "WITH reservation AS (INSERT INTO {reservations} ({columns}) VALUES ({values})) "
+        "INSERT INTO {lines} (reservation_id, sku_id, location_id, quantity, committed) "
+        "SELECT %s, sku_id, location_id, quantity, 0 FROM {rows} AS l(sku_id, location_id, quantity) RETURNING id",
+        reservations=Reservation._meta.db_table, columns=_RESERVATION_COLUMNS,
+        values=sql.SQL(", ").join([sql.Placeholder()] * len(_RESERVATION_COLUMNS)),
+        lines=ReservationLine._meta.db_table, rows=sql_unnest(("bigint", "bigint", "integer")))
+
+
+def reservation_insert(*, reservation: Reservation, lines: list[ReservationLine]) -> None:
+    """INSERT a new reservation and its lines in one statement (ids set on the line objects).
+
+    Its unique constraints (request_key, the live order_ref) refuse it as an IntegrityError, as
+    `Reservation.objects.create` would. Run inside the creating transaction: ledger rows written
+    earlier in it point at this row (foreign keys are checked at commit)."""
+    r = reservation
+    values: list[Any] = [r.pk, r.status, r.channel_id, r.order_ref, r.ttl_seconds, r.expires_at, r.created_by_id, r.created_at,
+              r.updated_at, r.activated_at, r.closed_at, r.closed_by, r.request_key]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(), [*values, r.pk, [ln.sku_id for ln in lines],
+                                       [ln.location_id for ln in lines], [ln.quantity for ln in lines]])
+        ids = [row[0] for row in cursor.fetchall()]
+    for line, pk in zip(lines, ids, strict=True):
+        line.pk = pk
+    r._state.adding, r._state.db = False, "default"  # saved: a later .save() updates it
 
 
 def held_at(line: ReservationLine) -> tuple[int, int]:

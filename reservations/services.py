@@ -19,25 +19,28 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
+from functools import cache
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from channels.models import Channel
 from core.errors import Conflict, DomainError, InsufficientStock, NotFound, ValidationFailed
 from core.models import ApiKey
+from core.sql import sql_compose
 from inventory.locking import positions_lock, positions_lock_for_skus
 from inventory.models import Location, MovementType, Sku, StockPosition
-from inventory.services import MovementContext, movement_apply, positions_changed
+from inventory.services import MAX_QUANTITY, MovementContext, movement_apply, positions_changed
 from reservations.allocation import (
     LineRequest,
     allocate,
+    lines_merge,
     location_ids_for,
 )
 from reservations.expiry import reservations_expire  # noqa: F401 - re-exported: the beat task calls it
 from reservations.holds import held_at as _held_at
-from reservations.holds import holds_apply, reservation_context
+from reservations.holds import holds_write, reservation_context, reservation_insert
 from reservations.models import Reservation, ReservationLine, WaitlistEntry
 from reservations.validation import (  # noqa: F401 - settings helpers re-exported for callers
     _channel_resolve,
@@ -172,7 +175,8 @@ def reservation_create(
     channel_obj = _channel_resolve(channel)
     if channel_obj is not None and not channel_obj.active:
         raise Conflict(f"Channel '{channel_obj.slug}' is not active.", code="channel_inactive")
-    requests, skus, eligible, locations = _lines_resolve(lines, channel_obj)
+    resolved = _lines_resolve_fast(lines, channel_obj)
+    requests, skus, eligible, locations = resolved or _lines_resolve(lines, channel_obj)
     try:
         reservation, written = _reservation_create_atomic(requests, skus, eligible, channel_obj, order_ref, ttl,
                                                           bool(waitlist), created_by, context or MovementContext(),
@@ -196,16 +200,71 @@ def reservation_create(
     return reservation
 
 
+@cache
+def _resolve_sql() -> str:
+    # The SKUs asked for (kind 0) and the channel's eligible locations (kind 1) in one statement:
+    # the locations it lists that are active, or every active location when it lists none (or
+    # there is no channel), in priority order, as reservations.allocation.eligible_locations.
+    return sql_compose(
+        "SELECT 0, id, code, active, 0 FROM {sku} WHERE code = ANY(%(codes)s) "
+        "UNION ALL SELECT 1, l.id, l.code, l.active, l.priority FROM {location} l WHERE l.active AND "
+        "(NOT EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s) "
+        " OR EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s AND c.location_id = l.id)) "
+        "ORDER BY 1, 5, 3",
+        sku=Sku._meta.db_table, location=Location._meta.db_table, listed=Channel.locations.through._meta.db_table)
+
+
+def _lines_resolve_fast(lines: object, channel: Channel | None) -> tuple[list[LineRequest], dict[int, Sku],
+                                                                        list[Location], dict[int, Location]] | None:
+    """`_lines_resolve` for the checkout hot path, in one query instead of two ORM queries: lines
+    that name no location, SKUs that exist and are active. Anything else (a named location, an
+    unknown or inactive SKU, a malformed line) returns None, and `_lines_resolve` decides, with
+    its refusals, so there is one set of rules. The answers are the same: merged requests, SKUs,
+    eligible locations in priority order, and the locations by id."""
+    if not isinstance(lines, list) or not 1 <= len(lines) <= max_lines():
+        return None
+    codes: list[str] = []
+    for line in lines:
+        if not isinstance(line, dict) or line.get("location") is not None:
+            return None
+        code, quantity = line.get("sku"), line.get("quantity")
+        if not isinstance(code, str) or not code or isinstance(quantity, bool) or not isinstance(quantity, int) \
+                or not 1 <= quantity <= MAX_QUANTITY:
+            return None
+        codes.append(code)
+    with connection.cursor() as cursor:
+        cursor.execute(_resolve_sql(), {"codes": list(dict.fromkeys(codes)),
+                                        "channel": channel.pk if channel is not None else None})
+        rows = cursor.fetchall()
+    skus_by_code: dict[str, Sku] = {}
+    eligible: list[Location] = []
+    for kind, pk, code, active, priority in rows:
+        if kind == 0:
+            skus_by_code[code] = Sku(pk=pk, code=code, active=active)
+        else:
+            eligible.append(Location(pk=pk, code=code, active=active, priority=priority))
+    if len(skus_by_code) != len(set(codes)) or not all(sku.active for sku in skus_by_code.values()):
+        return None  # an unknown or inactive SKU: `_lines_resolve` refuses it
+    requests = lines_merge([LineRequest(sku_id=skus_by_code[line["sku"]].pk, quantity=line["quantity"])
+                            for line in lines])
+    if any(r.quantity > MAX_QUANTITY for r in requests):
+        return None
+    return (requests, {s.pk: s for s in skus_by_code.values()}, eligible,
+            {loc.pk: loc for loc in eligible})
+
+
 @transaction.atomic(durable=True)
 def _reservation_create_atomic(requests: list[LineRequest], skus: dict[int, Sku], eligible: list[Location],
                                channel: Channel | None, order_ref: str, ttl: int, waitlist: bool,
                                created_by: ApiKey | None, context: MovementContext, request_key: str | None,
                                ) -> tuple[Reservation, list[ReservationLine]]:
     now = timezone.now()
-    # The row goes in before any stock lock is taken: the lock is held only for the stock work.
-    reservation = Reservation.objects.create(
+    # Built in memory and written at the end with its lines in one statement: the transaction
+    # is lock, decide, two set-based stock writes, one reservation INSERT, the outbox mark.
+    reservation = Reservation(
         status=Status.ACTIVE, channel=channel, order_ref=order_ref, ttl_seconds=ttl,
         expires_at=now + timedelta(seconds=ttl), activated_at=now, created_by=created_by, request_key=request_key,
+        created_at=now, updated_at=now,
     )
     location_ids = location_ids_for(requests, eligible)
     locked = positions_lock_for_skus([r.sku_id for r in requests], location_ids)
@@ -214,16 +273,15 @@ def _reservation_create_atomic(requests: list[LineRequest], skus: dict[int, Sku]
         if not waitlist:
             raise _refusal(plan, skus)
         reservation.status, reservation.expires_at, reservation.activated_at = Status.WAITING, None, None
-        reservation.save(update_fields=["status", "expires_at", "activated_at", "updated_at"])
-        written = ReservationLine.objects.bulk_create([
-            ReservationLine(reservation=reservation, sku_id=r.sku_id, location_id=r.location_id, quantity=r.quantity)
-            for r in requests
-        ])
+        written = [ReservationLine(reservation=reservation, sku_id=r.sku_id, location_id=r.location_id,
+                                   quantity=r.quantity) for r in requests]
+        reservation_insert(reservation=reservation, lines=written)
         queued = dict.fromkeys(r.sku_id for r in requests)
         WaitlistEntry.objects.bulk_create([WaitlistEntry(reservation=reservation, sku_id=s) for s in queued])
         return reservation, written
-    touched, written = holds_apply(reservation=reservation, plan=plan, context=context,
+    touched, written = holds_write(reservation=reservation, plan=plan, context=context,
                                    order=[r.sku_id for r in requests])
+    reservation_insert(reservation=reservation, lines=written)
     positions_changed(touched, availability_rose=False)
     return reservation, written
 
