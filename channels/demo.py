@@ -19,7 +19,7 @@ from inventory.demo import SKUS
 DEFAULT_LOCATION = "wh-main"
 DEMO_CHANNELS = [
     # slug, kind, settings, buffer (type, value)
-    ("demo-shopify", "shopify", {"api_version": "2024-01", "location_id": 7001}, ("units", 0)),
+    ("demo-shopify", "shopify", {"api_version": settings.SHOPIFY_API_VERSION, "location_id": 7001}, ("units", 0)),
     ("demo-woocommerce", "woocommerce", {}, ("units", 1)),
     ("demo-bigcommerce", "bigcommerce", {"store_hash": "demo", "location_id": 1}, ("units", 0)),
     ("demo-ebay", "ebay", {}, ("percent", 10)),

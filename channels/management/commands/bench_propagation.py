@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import requests
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
@@ -92,7 +93,7 @@ class Command(BaseCommand):
         from inventory.models import Location, Sku
 
         kinds = [
-            ("shopify", {"api_version": "2024-01", "location_id": 1}, {"access_token": "t"}),
+            ("shopify", {"api_version": settings.SHOPIFY_API_VERSION, "location_id": 1}, {"access_token": "t"}),
             ("woocommerce", {}, {"consumer_key": "k", "consumer_secret": "s"}),
             ("bigcommerce", {"store_hash": "bench", "location_id": 1}, {"access_token": "t"}),
             ("ebay", {}, {"access_token": "t"}),
