@@ -74,7 +74,12 @@ def events_client(transactional_db):
     return client
 
 
-def test_1000_events_drained_by_two_workers_at_once_each_applied_exactly_once(request, catalog, events_client):
+def test_1000_events_drained_by_two_workers_at_once_each_applied_exactly_once(request, catalog, events_client,
+                                                                              settings, monkeypatch):
+    # Three drain partitions (in this process, which stores the events, and in the workers): the
+    # four SKUs hash onto all three, so both worker processes have a partition to drain.
+    settings.INGESTION_PARTITIONS = 3
+    monkeypatch.setenv("INGESTION_PARTITIONS", "3")
     skus, locations = catalog
     events, expected = receipts("bulk", 1000, skus, locations)
     post_all(events_client, events)  # durable before any worker exists; drains are queued on commit
@@ -82,8 +87,8 @@ def test_1000_events_drained_by_two_workers_at_once_each_applied_exactly_once(re
     request.getfixturevalue("celery_worker_process")  # two prefork worker processes (queue purged)
     from ingestion.tasks import inbound_drain_task
 
-    for _ in range(2):
-        inbound_drain_task.delay()  # one more drain so both processes start claiming at once
+    for partition in range(3):
+        inbound_drain_task.delay(partition)  # every partition at once, so both processes claim
     wait_until_applied(1000)
 
     assert_exactly_once(expected, 1000)
