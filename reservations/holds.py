@@ -95,8 +95,8 @@ def reservation_insert(*, reservation: Reservation, lines: list[ReservationLine]
     `Reservation.objects.create` would. Run inside the creating transaction: ledger rows written
     earlier in it point at this row (foreign keys are checked at commit)."""
     r = reservation
-    values: list[Any] = [r.pk, r.status, r.channel_id, r.order_ref, r.ttl_seconds, r.expires_at, r.created_by_id, r.created_at,
-              r.updated_at, r.activated_at, r.closed_at, r.closed_by, r.request_key]
+    values: list[Any] = [r.pk, r.status, r.channel_id, r.order_ref, r.ttl_seconds, r.expires_at, r.created_by_id,
+                         r.created_at, r.updated_at, r.activated_at, r.closed_at, r.closed_by, r.request_key]
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(), [*values, r.pk, [ln.sku_id for ln in lines],
                                        [ln.location_id for ln in lines], [ln.quantity for ln in lines]])
