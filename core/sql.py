@@ -13,9 +13,35 @@ from collections.abc import Sequence
 from django.db import connection
 from psycopg import sql
 
+# Composed statements, per process: hot paths (webhook intake, drain, reservation create) compose
+# the same few statements on every call; quoting their identifiers again each time cost more
+# than sending them. Bounded: statements whose text grows with their row count are still made.
+_COMPOSED: dict[tuple[object, ...], str] = {}
+_COMPOSED_MAX = 512
+
 
 def sql_compose(template: str, **parts: str | Sequence[str] | sql.Composable) -> str:
-    """The template with its `{name}` placeholders filled, as a string for `cursor.execute`."""
+    """The template with its `{name}` placeholders filled, as a string for `cursor.execute`
+    (remembered per process: the same template and parts give the same text)."""
+    key = (template, *sorted((name, _key_part(value)) for name, value in parts.items()))
+    found = _COMPOSED.get(key)
+    if found is not None:
+        return found
+    if len(_COMPOSED) >= _COMPOSED_MAX:
+        _COMPOSED.clear()
+    _COMPOSED[key] = composed = _compose(template, parts)
+    return composed
+
+
+def _key_part(value: str | Sequence[str] | sql.Composable) -> object:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, sql.Composable):
+        return repr(value)  # psycopg's repr spells out the whole fragment
+    return tuple(value)
+
+
+def _compose(template: str, parts: dict[str, str | Sequence[str] | sql.Composable]) -> str:
     fragments: dict[str, sql.Composable] = {}
     for name, value in parts.items():
         if isinstance(value, sql.Composable):

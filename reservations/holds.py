@@ -4,7 +4,8 @@ Both allocate over locked positions (reservations.allocation) and then raise `re
 one module writes every hold and its ledger row. Creation, the checkout hot path, writes its
 holds set-based (`holds_write`: one UPDATE of the positions and one INSERT of the ledger rows,
 whatever the number of lines, through inventory.batch) and its reservation with its lines in one
-statement (`reservation_insert`); waitlist activation writes through `holds_apply`.
+statement (`reservation_insert`); waitlist activation, whose reservation row exists, writes the same
+holds and then the lines (`holds_apply`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from psycopg import sql
 from core.sql import sql_compose, sql_unnest
 from inventory.batch import MovementBatch
 from inventory.models import MovementType, StockPosition
-from inventory.services import MovementContext, movement_apply
+from inventory.services import MovementContext
 from reservations.allocation import Allocation
 from reservations.models import Reservation, ReservationLine
 
@@ -37,19 +38,13 @@ def _planned(plan: Allocation, order: list[int] | None) -> list[tuple[StockPosit
 
 def holds_apply(*, reservation: Reservation, plan: Allocation, context: MovementContext,
                 order: list[int] | None = None) -> tuple[list[StockPosition], list[ReservationLine]]:
-    """Raise `reserved` for every planned hold of a locked plan and write the lines + ledger rows.
+    """Raise `reserved` for every planned hold of a locked plan and write the lines + ledger rows
+    (`holds_write`, then the lines): for a reservation whose row exists (waitlist activation).
 
     `order` (SKU ids) only orders the lines as the client listed them; positions are already locked.
     Returns the positions changed and the lines written.
     """
-    ctx = reservation_context(reservation=reservation, context=context)
-    touched: list[StockPosition] = []
-    lines: list[ReservationLine] = []
-    for position, quantity in _planned(plan, order):
-        movement_apply(position=position, type=MovementType.RESERVE, reserved_delta=quantity, context=ctx)
-        lines.append(ReservationLine(reservation=reservation, sku_id=position.sku_id,
-                                     location_id=position.location_id, quantity=quantity))
-        touched.append(position)
+    touched, lines = holds_write(reservation=reservation, plan=plan, context=context, order=order)
     ReservationLine.objects.bulk_create(lines)
     return touched, lines
 
