@@ -33,9 +33,9 @@ class ChannelAdminForm(forms.ModelForm):
     class Meta:
         model = Channel
         fields = ("slug", "name", "kind", "base_url", "default_location", "locations", "authoritative_locations",
-                  "push_enabled", "buffer_type", "buffer_value", "rate_limit_per_second", "rate_limit_burst",
-                  "retry_max_attempts", "retry_base_delay", "retry_max_delay", "circuit_failure_threshold",
-                  "circuit_cooldown_seconds", "settings", "active")
+                  "push_enabled", "buffer_type", "buffer_value", "zero_below", "max_quantity",
+                  "rate_limit_per_second", "rate_limit_burst", "retry_max_attempts", "retry_base_delay",
+                  "retry_max_delay", "circuit_failure_threshold", "circuit_cooldown_seconds", "settings", "active")
 
     def save(self, commit=True):
         if self.cleaned_data.get("new_webhook_secret"):
@@ -88,10 +88,11 @@ class ListingInline(admin.TabularInline):
 
 @admin.register(Channel)
 class ChannelAdmin(ServiceAdmin):
-    """Every write calls channels.services, as the API does: a change of buffer, locations,
-    enabling or connection re-pushes the listings through the outbox, and listings added, remapped
-    or removed in the inline are pushed (or dropped) like listings posted to the API. Channels are
-    deactivated, not deleted (the API has no delete; events and the push audit refer to them)."""
+    """Every write calls channels.services, as the API does: a change of buffer, channel rules
+    (`zero_below`, `max_quantity`), locations, enabling or connection re-pushes the listings
+    through the outbox, and listings added, remapped or removed in the inline are pushed (or
+    dropped) like listings posted to the API. Channels are deactivated, not deleted (the API has
+    no delete; events and the push audit refer to them)."""
 
     form = ChannelAdminForm
     list_display = ("slug", "name", "kind", "push_enabled", "active", "circuit_state", "consecutive_failures",

@@ -43,6 +43,13 @@ class Channel(models.Model):
     push_enabled = models.BooleanField(default=True)
     buffer_type = models.CharField(max_length=8, choices=BufferType.choices, default=BufferType.UNITS)
     buffer_value = models.PositiveIntegerField(default=0)
+    # Channel rules, applied after safety stock and buffer (docs/propagation.md "Channel rules").
+    # Push 0 once what is left drops below this: a listing showing the last one or two units
+    # invites orders that race each other for them.
+    zero_below = models.PositiveIntegerField(default=0)
+    # Never push more than this (null: no cap): a marketplace shows, and sells into, at most this
+    # many, e.g. to limit exposure on a channel with slow order sync.
+    max_quantity = models.PositiveIntegerField(null=True, blank=True)
     rate_limit_per_second = models.FloatField(default=5.0)
     rate_limit_burst = models.PositiveIntegerField(default=10)
     retry_max_attempts = models.PositiveIntegerField(default=8)

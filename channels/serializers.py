@@ -17,6 +17,7 @@ from inventory.serializers import (
     StrictSlugField,
     StrictSlugRelatedField,
 )
+from inventory.services import MAX_QUANTITY
 
 
 class BufferSerializer(serializers.Serializer):
@@ -97,6 +98,12 @@ class ChannelWriteSerializer(serializers.Serializer):
                                                      many=True, required=False)
     push_enabled = StrictBooleanField(required=False)
     buffer = _BufferField(required=False)
+    zero_below = StrictIntegerField(
+        min_value=0, max_value=MAX_QUANTITY, required=False,
+        help_text="Push 0 when the quantity after safety stock and buffer is below this (default 0: never).")
+    max_quantity = StrictIntegerField(
+        min_value=0, max_value=MAX_QUANTITY, required=False, allow_null=True,
+        help_text="Never push more than this, applied after `zero_below` (default null: no cap).")
     rate_limit_per_second = StrictFloatField(min_value=0.01, max_value=10_000, required=False)
     rate_limit_burst = StrictIntegerField(min_value=1, max_value=10_000, required=False)
     retry = RetrySerializer(required=False)
@@ -143,6 +150,10 @@ class ChannelReadSerializer(serializers.ModelSerializer):
     locations = serializers.SlugRelatedField(slug_field="code", many=True, read_only=True)
     authoritative_locations = serializers.SlugRelatedField(slug_field="code", many=True, read_only=True)
     buffer = serializers.SerializerMethodField()
+    zero_below = serializers.IntegerField(
+        read_only=True, help_text="Push 0 when the quantity after safety stock and buffer is below this.")
+    max_quantity = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Never push more than this (null: no cap).")
     retry = serializers.SerializerMethodField()
     circuit_config = serializers.SerializerMethodField()
     credentials_set = serializers.SerializerMethodField()
@@ -159,8 +170,9 @@ class ChannelReadSerializer(serializers.ModelSerializer):
         model = Channel
         fields = [
             "slug", "name", "kind", "base_url", "default_location", "locations", "authoritative_locations",
-            "push_enabled", "buffer", "rate_limit_per_second", "rate_limit_burst", "retry", "circuit_config",
-            "settings", "active", "credentials_set", "webhook_secret_set", "created_at", "updated_at",
+            "push_enabled", "buffer", "zero_below", "max_quantity", "rate_limit_per_second", "rate_limit_burst",
+            "retry", "circuit_config", "settings", "active", "credentials_set", "webhook_secret_set", "created_at",
+            "updated_at",
             # health
             "last_success_at", "last_failure_at", "consecutive_failures", "circuit", "backlog", "dead_letters",
             "revision_budget",

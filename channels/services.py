@@ -85,6 +85,8 @@ def channel_create(
     authoritative_locations: Iterable[Location] | _Unset = UNSET,
     push_enabled: bool | _Unset = UNSET,
     buffer: BufferConfig | _Unset = UNSET,
+    zero_below: int | _Unset = UNSET,
+    max_quantity: int | None | _Unset = UNSET,
     rate_limit_per_second: float | _Unset = UNSET,
     rate_limit_burst: int | _Unset = UNSET,
     retry: RetryConfig | _Unset = UNSET,
@@ -97,8 +99,8 @@ def channel_create(
     data = _given(slug=slug, name=name, kind=kind, base_url=base_url, credentials=credentials,
                   webhook_secret=webhook_secret, default_location=default_location, locations=locations,
                   authoritative_locations=authoritative_locations, push_enabled=push_enabled, buffer=buffer,
-                  rate_limit_per_second=rate_limit_per_second, rate_limit_burst=rate_limit_burst, retry=retry,
-                  circuit=circuit, settings=settings, active=active)
+                  zero_below=zero_below, max_quantity=max_quantity, rate_limit_per_second=rate_limit_per_second,
+                  rate_limit_burst=rate_limit_burst, retry=retry, circuit=circuit, settings=settings, active=active)
     if Channel.objects.filter(slug=slug).exists():
         raise Conflict(f"Channel '{slug}' already exists.", code="duplicate_channel")
     channel = Channel()
@@ -114,7 +116,7 @@ def channel_create(
 
 
 # Changing these changes what the channel should show, or where it is: re-push its listings.
-_REPUSH_FIELDS = {"locations", "buffer", "push_enabled", "active"}
+_REPUSH_FIELDS = {"locations", "buffer", "zero_below", "max_quantity", "push_enabled", "active"}
 _RECONNECT_FIELDS = {"base_url", "credentials", "settings", "kind"}
 
 
@@ -133,6 +135,8 @@ def channel_update(
     authoritative_locations: Iterable[Location] | _Unset = UNSET,
     push_enabled: bool | _Unset = UNSET,
     buffer: BufferConfig | _Unset = UNSET,
+    zero_below: int | _Unset = UNSET,
+    max_quantity: int | None | _Unset = UNSET,
     rate_limit_per_second: float | _Unset = UNSET,
     rate_limit_burst: int | _Unset = UNSET,
     retry: RetryConfig | _Unset = UNSET,
@@ -143,15 +147,16 @@ def channel_update(
     """Change any field (the slug is the public identifier and stays: `slug` is accepted, as the
     API's body may repeat it, and ignored). Only the fields given are written, so an edit never
     overwrites the health fields propagation maintains concurrently.
-    A change to what the channel should show (locations, buffer, enabling) re-pushes its
-    listings; a change of where it is (base_url, credentials, settings) re-pushes them all."""
+    A change to what the channel should show (locations, buffer, `zero_below`, `max_quantity`,
+    enabling) re-pushes its listings; a change of where it is (base_url, credentials, settings)
+    re-pushes them all."""
     from channels.propagation import channel_mark_all
 
     data = _given(name=name, kind=kind, base_url=base_url, credentials=credentials, webhook_secret=webhook_secret,
                   default_location=default_location, locations=locations,
                   authoritative_locations=authoritative_locations, push_enabled=push_enabled, buffer=buffer,
-                  rate_limit_per_second=rate_limit_per_second, rate_limit_burst=rate_limit_burst, retry=retry,
-                  circuit=circuit, settings=settings, active=active)
+                  zero_below=zero_below, max_quantity=max_quantity, rate_limit_per_second=rate_limit_per_second,
+                  rate_limit_burst=rate_limit_burst, retry=retry, circuit=circuit, settings=settings, active=active)
     m2m = _apply(channel, data)
     fields: set[str] = set()
     for key, value in data.items():

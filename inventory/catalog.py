@@ -10,10 +10,12 @@ from typing import Final
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.errors import Conflict
+from core.errors import Conflict, NotFound, ValidationFailed
 from inventory.hooks import positions_changed
 from inventory.locking import positions_lock_for_location
-from inventory.models import Location, Sku, StockPosition
+from inventory.models import BundleComponent, Location, Sku, StockPosition
+
+MAX_COMPONENTS = 50  # components per bundle: far above real kits, bounds the work of every bundle change
 
 
 def location_create(*, code: str, name: str, kind: str = Location.Kind.WAREHOUSE, active: bool = True,
@@ -64,15 +66,63 @@ UNSET: Final = _Unset.token
 
 
 def sku_create(*, code: str, name: str, safety_stock: int = 0, active: bool = True, lead_time_days: int = 7,
-               reorder_point: int | None = None, dynamic_safety_stock: bool = False) -> Sku:
-    """Create a SKU; 409 `duplicate_sku` when the code exists."""
+               reorder_point: int | None = None, dynamic_safety_stock: bool = False,
+               components: list[Mapping] | None = None) -> Sku:
+    """Create a SKU; 409 `duplicate_sku` when the code exists.
+
+    `components` ([{"sku": code, "quantity": n >= 1}], non-empty) makes it a bundle
+    (inventory.bundles), with its components, in the same transaction; they never change after.
+    Refused before anything is written: 404 `sku_not_found` for an unknown component, 400
+    `invalid_components` for a bundle of itself, a component that is itself a bundle, a repeated
+    component, a quantity below 1, or more than MAX_COMPONENTS."""
+    parts = _components_resolve(code, components or [])
     try:
         with transaction.atomic():
-            return Sku.objects.create(code=code, name=name, safety_stock=safety_stock, active=active,
-                                      lead_time_days=lead_time_days, reorder_point=reorder_point,
-                                      dynamic_safety_stock=dynamic_safety_stock)
+            sku = Sku.objects.create(code=code, name=name, safety_stock=safety_stock, active=active,
+                                     lead_time_days=lead_time_days, reorder_point=reorder_point,
+                                     dynamic_safety_stock=dynamic_safety_stock, is_bundle=bool(parts))
+            BundleComponent.objects.bulk_create(
+                [BundleComponent(bundle=sku, component=component, quantity=quantity) for component, quantity in parts])
+            return sku
     except IntegrityError:
         raise Conflict(f"SKU '{code}' already exists.", code="duplicate_sku") from None
+
+
+def _components_resolve(code: str, components: list[Mapping]) -> list[tuple[Sku, int]]:
+    """[(component SKU, units per bundle)] for a new bundle's components, or a 400/404 refusal."""
+    if len(components) > MAX_COMPONENTS:
+        raise ValidationFailed(f"A bundle has at most {MAX_COMPONENTS} components.", code="invalid_components")
+    wanted: dict[str, int] = {}
+    for i, part in enumerate(components):
+        component, quantity = part.get("sku"), part.get("quantity")
+        if not isinstance(component, str) or not component:
+            raise ValidationFailed(f"components.{i}: each component needs a SKU code.", code="invalid_components")
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+            raise ValidationFailed(f"components.{i}.quantity must be an integer >= 1.", code="invalid_components")
+        if component == code:
+            raise ValidationFailed(f"A bundle cannot contain itself ('{code}').", code="invalid_components")
+        if component in wanted:
+            raise ValidationFailed(f"Component '{component}' is listed twice; give its total quantity once.",
+                                   code="invalid_components")
+        wanted[component] = quantity
+    found = {sku.code: sku for sku in Sku.objects.filter(code__in=list(wanted))}
+    for component in wanted:
+        if component not in found:
+            raise NotFound(f"Unknown SKU '{component}'.", code="sku_not_found")
+        if found[component].is_bundle:
+            raise ValidationFailed(f"'{component}' is a bundle; a bundle cannot be a component.",
+                                   code="invalid_components")
+    return [(found[component], quantity) for component, quantity in wanted.items()]
+
+
+def sku_components_unchanged(*, sku: Sku, components: list[Mapping]) -> None:
+    """Components are set at creation: 400 `components_immutable` for a PATCH that names other
+    ones (naming the same list again is accepted, so a client may send the whole resource back)."""
+    current = {part.component.code: part.quantity for part in sku.components.select_related("component")}
+    given = {part.get("sku"): part.get("quantity") for part in components}
+    if given != current or len(given) != len(components):
+        raise ValidationFailed("Components are set when a SKU is created and cannot be changed; create a new "
+                               "bundle instead.", code="components_immutable")
 
 
 def sku_update(*, sku: Sku, name: str | None = None, safety_stock: int | None = None,
@@ -104,7 +154,11 @@ def sku_update(*, sku: Sku, name: str | None = None, safety_stock: int | None = 
             given.append("dynamic_safety_stock")
         sku.save(update_fields=[*given, "updated_at"] if given else None)
         if safety_stock is not None or active is not None:
-            positions_changed(StockPosition.objects.filter(sku=sku), availability_rose=False)
+            # A bundle has no positions: its components' stand for it (the outbox marks every
+            # bundle made of a changed SKU, inventory.bundles).
+            held_by = (StockPosition.objects.filter(sku__in_bundles__bundle=sku) if sku.is_bundle
+                       else StockPosition.objects.filter(sku=sku))
+            positions_changed(held_by.order_by("pk"), availability_rose=False)
     return sku
 
 

@@ -45,6 +45,10 @@ class Sku(models.Model):
     reorder_point = models.PositiveIntegerField(null=True, blank=True)
     # Safety stock recomputed daily from the variability of demand (analytics.services).
     dynamic_safety_stock = models.BooleanField(default=False)
+    # A bundle (kit) holds no stock: its availability is derived from its components
+    # (BundleComponent, inventory.bundles). Set at creation with the components, never changed,
+    # so every hot path can tell a bundle from its row alone.
+    is_bundle = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -54,6 +58,30 @@ class Sku(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+
+class BundleComponent(models.Model):
+    """One component of a bundle: `quantity` units of `component` make one unit of `bundle`.
+
+    Written with the bundle at creation and never changed (inventory.catalog.sku_create); a bundle
+    is never a component (checked there), so expanding a bundle is one level deep."""
+
+    bundle = models.ForeignKey(Sku, on_delete=models.PROTECT, related_name="components")
+    component = models.ForeignKey(Sku, on_delete=models.PROTECT, related_name="in_bundles")
+    quantity = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["bundle", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["bundle", "component"], name="bundle_component_unique"),
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="bundle_component_quantity_positive"),
+            models.CheckConstraint(condition=~Q(bundle=models.F("component")), name="bundle_component_not_self"),
+        ]
+        # "Which bundles contain these SKUs" (re-pushing bundles when a component changes).
+        indexes = [models.Index(fields=["component", "bundle"], name="bundle_component_by_component")]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.component.code} in {self.bundle.code}"
 
 
 class StockPosition(models.Model):

@@ -10,6 +10,7 @@ from django.db.models import Count, Max, QuerySet
 
 from core.errors import NotFound
 from core.sql import sql_compose
+from inventory.bundles import bundle_components, bundle_location_numbers, bundles_stock_rows
 from inventory.models import Location, Sku, StockMovement, StockPosition
 
 
@@ -23,17 +24,21 @@ def _position_dict(location_code: str, on_hand: int, reserved: int, version: int
     }
 
 
-def _stock_dict(sku_code: str, locations: list[dict]) -> dict:
+def _stock_dict(sku_code: str, locations: list[dict], *, bundle: bool = False) -> dict:
     """Totals sum the locations; `available` sums per-location availability, because stock
-    reserved at one location cannot be covered by stock at another."""
+    reserved at one location cannot be covered by stock at another. A bundle's answer says so
+    (contract: `"bundle": true`); a plain SKU's answer has no such key."""
     locations.sort(key=lambda row: row["location"])
-    return {
+    found = {
         "sku": sku_code,
         "on_hand": sum(row["on_hand"] for row in locations),
         "reserved": sum(row["reserved"] for row in locations),
         "available": sum(row["available"] for row in locations),
         "locations": locations,
     }
+    if bundle:
+        found["bundle"] = True
+    return found
 
 
 def position_to_dict(position: StockPosition) -> dict:
@@ -46,7 +51,7 @@ def position_to_dict(position: StockPosition) -> dict:
 def _stock_sql() -> str:
     # Composed once per process (identifiers from model metadata; values are parameters).
     return sql_compose(
-        "SELECT s.code, l.code, p.on_hand, p.reserved, p.version FROM {sku} s "
+        "SELECT s.code, l.code, p.on_hand, p.reserved, p.version, s.is_bundle, s.id FROM {sku} s "
         "LEFT JOIN {position} p ON p.sku_id = s.id LEFT JOIN {location} l ON l.id = p.location_id "
         "WHERE s.code = ANY(%s)",
         sku=Sku._meta.db_table, position=StockPosition._meta.db_table, location=Location._meta.db_table)
@@ -59,13 +64,22 @@ def stock_get_many(*, sku_codes: list[str]) -> list[dict]:
     codes joined), no ORM query building, so a read costs one round trip and little Python."""
     wanted = list(dict.fromkeys(sku_codes))
     by_sku: dict[str, list[dict]] = {}
+    bundles: dict[int, str] = {}  # bundles hold no positions: derived from their components below
     with connection.cursor() as cursor:
         cursor.execute(_stock_sql(), [wanted])
-        for sku_code, location_code, on_hand, reserved, version in cursor.fetchall():
+        for sku_code, location_code, on_hand, reserved, version, is_bundle, sku_id in cursor.fetchall():
             rows = by_sku.setdefault(sku_code, [])
-            if location_code is not None:  # a SKU with no position yet has no stock anywhere
+            if is_bundle:
+                bundles[sku_id] = sku_code
+            elif location_code is not None:  # a SKU with no position yet has no stock anywhere
                 rows.append(_position_dict(location_code, on_hand, reserved, version))
-    return [_stock_dict(code, by_sku[code]) for code in wanted if code in by_sku]
+    if bundles:
+        for bundle_id, derived in bundles_stock_rows(list(bundles)).items():
+            by_sku[bundles[bundle_id]] = [
+                {"location": code, "on_hand": on_hand, "reserved": reserved, "available": available,
+                 "version": version} for code, on_hand, reserved, available, version in derived]
+    codes_of_bundles = set(bundles.values())
+    return [_stock_dict(code, by_sku[code], bundle=code in codes_of_bundles) for code in wanted if code in by_sku]
 
 
 def stock_get(*, sku_code: str) -> dict:
@@ -85,6 +99,8 @@ def stock_as_of(*, sku_code: str, at: datetime) -> dict:
     sku = Sku.objects.filter(code=sku_code).first()
     if sku is None:
         raise NotFound(f"Unknown SKU '{sku_code}'.", code="sku_not_found")
+    if sku.is_bundle:
+        return _bundle_as_of(sku, at)
     latest = (
         StockMovement.objects.filter(sku=sku, recorded_at__lte=at)
         .values("position_id")
@@ -96,6 +112,23 @@ def stock_as_of(*, sku_code: str, at: datetime) -> dict:
         _position_dict(m.location.code, m.on_hand_after, m.reserved_after, versions[m.id]) for m in movements
     ]
     return _stock_dict(sku.code, locations)
+
+
+def _bundle_as_of(bundle: Sku, at: datetime) -> dict:
+    """A bundle as of `at`: each component's ledger state then, derived as for a current read."""
+    components = bundle_components([bundle.pk])[bundle.pk]
+    codes = dict(Sku.objects.filter(pk__in=[c for c, _ in components]).values_list("pk", "code"))
+    per_location: dict[str, dict[int, tuple[int, int, int]]] = {}
+    for component_id, _ in components:
+        for row in stock_as_of(sku_code=codes[component_id], at=at)["locations"]:
+            per_location.setdefault(row["location"], {})[component_id] = (
+                row["on_hand"], row["reserved"], row["version"])
+    locations = []
+    for code, numbers in per_location.items():
+        on_hand, reserved, available, version = bundle_location_numbers(components, numbers)
+        locations.append({"location": code, "on_hand": on_hand, "reserved": reserved, "available": available,
+                          "version": version})
+    return _stock_dict(bundle.code, locations, bundle=True)
 
 
 def movements_for_sku(*, sku_code: str, location_code: str | None = None) -> QuerySet[StockMovement]:

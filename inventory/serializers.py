@@ -5,6 +5,7 @@ from rest_framework import serializers
 from rest_framework.relations import MANY_RELATION_KWARGS
 
 from core.schema import PY_WHITESPACE
+from inventory.catalog import MAX_COMPONENTS
 from inventory.models import Location, Sku, StockMovement
 from inventory.services import ADJUSTMENT_TYPES, MAX_QUANTITY
 
@@ -122,6 +123,18 @@ class LocationSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at"]
 
 
+class ComponentSerializer(serializers.Serializer):
+    sku = StrictCharField(max_length=100, help_text="The component's SKU code (not itself a bundle).")
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY, help_text="Units of it in one bundle.")
+
+
+class _ComponentsField(serializers.ListField):
+    """Write: [{"sku", "quantity"}]; read: the bundle's components (empty for a plain SKU)."""
+
+    def to_representation(self, value):
+        return [{"sku": part.component.code, "quantity": part.quantity} for part in value.all()]
+
+
 class SkuSerializer(serializers.ModelSerializer):
     # Duplicate codes answer 409 from the service, not a 400 from a uniqueness validator.
     code = CodeField(max_length=100, validators=[validate_code])
@@ -134,11 +147,15 @@ class SkuSerializer(serializers.ModelSerializer):
                                        help_text="Low-stock threshold; null: computed from velocity (analytics).")
     dynamic_safety_stock = StrictBooleanField(required=False,
                                               help_text="Recompute safety_stock daily from demand (default false).")
+    components = _ComponentsField(
+        child=ComponentSerializer(), required=False, max_length=MAX_COMPONENTS,
+        help_text="A non-empty list makes the SKU a bundle (kit) holding no stock of its own; set at creation "
+                  "only. A bundle cannot be a component.")
 
     class Meta:
         model = Sku
         fields = ["code", "name", "safety_stock", "active", "lead_time_days", "reorder_point", "dynamic_safety_stock",
-                  "created_at", "updated_at"]
+                  "components", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
 
@@ -246,6 +263,8 @@ class StockSerializer(serializers.Serializer):
     reserved = serializers.IntegerField()
     available = serializers.IntegerField()
     locations = LocationStockSerializer(many=True)
+    bundle = serializers.BooleanField(required=False, help_text="Present (true) for a bundle: numbers derived "
+                                                                "from its components.")
 
 
 class StockListSerializer(serializers.Serializer):

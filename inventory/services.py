@@ -25,10 +25,12 @@ from django.db.models import F
 from django.db.models.expressions import Combinable
 from django.utils import timezone
 
-from core.errors import InsufficientStock, NotFound, ValidationFailed, VersionConflict
+from core.errors import Conflict, InsufficientStock, NotFound, ValidationFailed, VersionConflict
+from inventory.bundles import Components, bundle_components, bundle_units
 from inventory.catalog import (  # noqa: F401 - re-exported
     location_create,
     location_update,
+    sku_components_unchanged,
     sku_create,
     sku_safety_stocks_set,
     sku_update,
@@ -231,6 +233,8 @@ def stock_adjust(
     if context.event_key and (replayed := _replay(context.event_key)):
         return replayed
     sku_obj = sku_resolve(sku=sku)
+    if sku_obj.is_bundle:
+        return _bundle_adjust(sku_obj, location, type, quantity, expected_version, context)
     location_obj = location_resolve(location=location)
     to_location_obj = location_resolve(location=to_location) if to_location else None
     if to_location_obj is not None and to_location_obj.pk == location_obj.pk:
@@ -296,6 +300,66 @@ def _stock_adjust_atomic(sku: Sku, location: Location, type: str, quantity: int,
     for p in changed:
         p.sku, p.location = sku, (location if p.location_id == location.pk or to_location is None else to_location)
     return AdjustmentResult(movements=movements, positions=changed)
+
+
+class BundleHasNoStock(Conflict):
+    code = "bundle_has_no_stock"
+
+
+def _bundle_adjust(bundle: Sku, location: Location | str, type: str, quantity: int, expected_version: int | None,
+                   context: MovementContext) -> AdjustmentResult:
+    """A sale of a bundle sells its components (quantity x each one's units), all or nothing; any
+    other adjustment is refused: a bundle holds no stock of its own (contract, "Bundles")."""
+    if type != "sale":
+        raise BundleHasNoStock(f"'{bundle.code}' is a bundle and holds no stock of its own; a {type} applies to its "
+                               "components.")
+    location_obj = location_resolve(location=location)
+    components = bundle_components([bundle.pk])[bundle.pk]
+    try:
+        return _bundle_sell_atomic(bundle, location_obj, components, quantity, expected_version, context)
+    except IntegrityError:
+        if context.event_key and (replayed := _replay_bundle(context.event_key, components)):
+            return replayed
+        raise
+
+
+def _bundle_key(event_key: str | None, component_id: int) -> str | None:
+    """Each component row of a bundle sale carries the event key plus its component (keys are unique)."""
+    return f"{event_key}#{component_id}" if event_key else None
+
+
+def _replay_bundle(event_key: str, components: Components) -> AdjustmentResult | None:
+    results = [r for c, _ in components if (r := _replay(_bundle_key(event_key, c) or ""))]
+    if not results:
+        return None
+    return AdjustmentResult(movements=[m for r in results for m in r.movements],
+                            positions=[p for r in results for p in r.positions], replayed=True)
+
+
+@transaction.atomic(durable=True)
+def _bundle_sell_atomic(bundle: Sku, location: Location, components: Components, quantity: int,
+                        expected_version: int | None, context: MovementContext) -> AdjustmentResult:
+    # The components' positions at the location, locked in the one global order like any change.
+    locked = positions_lock([(component_id, location.pk) for component_id, _ in components])
+    if context.event_key and (replayed := _replay_bundle(context.event_key, components)):
+        return replayed
+    positions = [locked[(component_id, location.pk)] for component_id, _ in components]
+    version = sum(p.version for p in positions)  # the bundle's derived version at this location
+    if expected_version is not None and version != expected_version:
+        raise VersionConflict(f"Position version is {version}, not {expected_version}.", current_version=version)
+    can = bundle_units(components, {p.sku_id: p.available for p in positions})
+    if quantity > can:
+        raise InsufficientStock(f"Only {can} of {bundle.code} available at {location.code}.", available=can)
+    movements = [
+        movement_apply(position=position, type=MovementType.SALE, on_hand_delta=-quantity * per_bundle,
+                       context=context, event_key=_bundle_key(context.event_key, component_id),
+                       metadata={"bundle": bundle.code, "bundle_id": bundle.pk, "bundle_units": quantity})
+        for position, (component_id, per_bundle) in zip(positions, components, strict=True)]
+    positions_changed(positions, availability_rose=False)
+    skus = Sku.objects.in_bulk([c for c, _ in components])
+    for p in positions:
+        p.sku, p.location = skus[p.sku_id], location
+    return AdjustmentResult(movements=movements, positions=positions)
 
 
 def stock_receive(*, sku: Sku | str, location: Location | str, quantity: int,

@@ -79,12 +79,13 @@ class LocationDetail(IdempotencyMixin, generics.RetrieveUpdateAPIView):
 
 
 @extend_schema_view(
-    post=extend_schema(responses={201: SkuSerializer, **error_responses(e409="`duplicate_sku`: the code is taken.")}),
+    post=extend_schema(responses={201: SkuSerializer, **error_responses(
+        e404="`sku_not_found`: a component is unknown.", e409="`duplicate_sku`: the code is taken.")}),
 )
 class SkuListCreate(IdempotencyMixin, generics.ListCreateAPIView):
     required_scopes = CATALOG_SCOPES
     serializer_class = SkuSerializer
-    queryset = Sku.objects.all()
+    queryset = Sku.objects.prefetch_related("components__component")
 
     def perform_create(self, serializer):
         serializer.instance = services.sku_create(**serializer.validated_data)
@@ -97,12 +98,14 @@ class SkuListCreate(IdempotencyMixin, generics.ListCreateAPIView):
 class SkuDetail(IdempotencyMixin, generics.RetrieveUpdateAPIView):
     required_scopes = CATALOG_SCOPES
     serializer_class = SkuSerializer
-    queryset = Sku.objects.all()
+    queryset = Sku.objects.prefetch_related("components__component")
     lookup_field = "code"
     http_method_names = ["get", "patch", "head", "options"]
 
     def perform_update(self, serializer):
         data = {k: v for k, v in serializer.validated_data.items() if k != "code"}
+        if "components" in data:
+            services.sku_components_unchanged(sku=serializer.instance, components=data.pop("components"))
         serializer.instance = services.sku_update(sku=serializer.instance, **data)
 
 

@@ -5,7 +5,12 @@ Shared by creation and waitlist activation so both apply the same rules:
 - a line naming a location draws only from that location;
 - a line without a location draws from the locations eligible for the channel in priority
   order (Location.priority, then code), and may be split across several of them;
-- all lines or none: any shortfall refuses the whole request.
+- all lines or none: any shortfall refuses the whole request;
+- a line naming a bundle draws whole bundle units from one location at a time: at each location
+  it may use, min over components of floor(component units left there / units per bundle), the
+  same formula as the bundle's derived availability (inventory.bundles), and holds each
+  component's share there. Its holds are kept apart from the component's own line (keyed by the
+  bundle too), so every reservation line says which bundle it is for.
 """
 
 from __future__ import annotations
@@ -13,23 +18,32 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from inventory.bundles import Components
 from inventory.models import Location, StockPosition
 
 
 @dataclass(frozen=True)
 class LineRequest:
-    """One merged request line: ids, not codes (resolved by the caller)."""
+    """One merged request line: ids, not codes (resolved by the caller). `components` is set
+    (inventory.bundles) when the SKU is a bundle: the line then draws its components."""
 
     sku_id: int
     quantity: int
     location_id: int | None = None
+    components: Components = ()
+
+
+def stock_sku_ids(requests: list[LineRequest]) -> set[int]:
+    """The SKUs whose positions the requests draw from: a bundle's components, any other SKU itself."""
+    return {c for r in requests for c, _ in r.components} | {r.sku_id for r in requests if not r.components}
 
 
 @dataclass
 class Allocation:
     """Outcome of `allocate`: holds per position, or per-SKU shortfalls (never both)."""
 
-    holds: dict[int, tuple[StockPosition, int]]  # position pk -> (position, quantity)
+    # (position pk, bundle id or None) -> (position, quantity, bundle id or None)
+    holds: dict[tuple[int, int | None], tuple[StockPosition, int, int | None]]
     requested: dict[int, int]  # sku_id -> total requested
     available: dict[int, int]  # sku_id -> total available where this request may draw
     short: list[int]  # sku_ids that could not be covered, in request order
@@ -42,10 +56,13 @@ class Allocation:
 def lines_merge(lines: list[LineRequest]) -> list[LineRequest]:
     """Sum lines naming the same (sku, location), keeping first-appearance order."""
     totals: dict[tuple[int, int | None], int] = {}
+    components: dict[int, Components] = {}
     for line in lines:
         key = (line.sku_id, line.location_id)
         totals[key] = totals.get(key, 0) + line.quantity
-    return [LineRequest(sku_id=s, location_id=loc, quantity=q) for (s, loc), q in totals.items()]
+        components[line.sku_id] = line.components
+    return [LineRequest(sku_id=s, location_id=loc, quantity=q, components=components[s])
+            for (s, loc), q in totals.items()]
 
 
 def eligible_locations(channel_id: int | None, *, cache: dict | None = None) -> list[Location]:
@@ -88,10 +105,17 @@ def allocate(
     the units the located one needs. Nothing is written here.
     """
     remaining = {key: p.available for key, p in positions.items()}
-    holds: dict[int, tuple[StockPosition, int]] = {}
+    holds: dict[tuple[int, int | None], tuple[StockPosition, int, int | None]] = {}
     requested: dict[int, int] = defaultdict(int)
     available: dict[int, int] = defaultdict(int)
     short: list[int] = []
+
+    def drawable(line: LineRequest, location_id: int) -> int:
+        """Units of the line's SKU (whole bundles, for a bundle) left to draw at one location."""
+        if line.components:
+            return min((remaining.get((c, location_id), 0) // per_bundle for c, per_bundle in line.components),
+                       default=0)
+        return remaining.get((line.sku_id, location_id), 0)
 
     for line in lines:
         requested[line.sku_id] += line.quantity
@@ -102,24 +126,26 @@ def allocate(
         seen = {ln.location_id for ln in sku_lines if ln.location_id is not None}
         if any(ln.location_id is None for ln in sku_lines):
             seen |= set(eligible_ids)
-        available[sku_id] = sum(remaining.get((sku_id, loc), 0) for loc in seen)
+        available[sku_id] = sum(drawable(sku_lines[0], loc) for loc in seen)
 
-    def hold(position: StockPosition, quantity: int) -> None:
-        _, before = holds.get(position.pk, (position, 0))
-        holds[position.pk] = (position, before + quantity)
+    def hold(position: StockPosition, quantity: int, bundle_id: int | None) -> None:
+        _, before, _ = holds.get((position.pk, bundle_id), (position, 0, bundle_id))
+        holds[(position.pk, bundle_id)] = (position, before + quantity, bundle_id)
         remaining[(position.sku_id, position.location_id)] -= quantity
 
     for line in sorted(lines, key=lambda ln: ln.location_id is None):
         need = line.quantity
         candidates = [line.location_id] if line.location_id is not None else eligible_ids
         for location_id in candidates:
-            position = positions.get((line.sku_id, location_id))
-            if position is None or need == 0:
+            take = min(need, drawable(line, location_id))
+            if take <= 0:
                 continue
-            take = min(need, remaining[(line.sku_id, location_id)])
-            if take > 0:
-                hold(position, take)
-                need -= take
+            if line.components:
+                for component_id, per_bundle in line.components:
+                    hold(positions[(component_id, location_id)], take * per_bundle, line.sku_id)
+            else:
+                hold(positions[(line.sku_id, location_id)], take, None)
+            need -= take
         if need > 0 and line.sku_id not in short:
             short.append(line.sku_id)
 

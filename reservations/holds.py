@@ -30,10 +30,11 @@ def reservation_context(*, reservation: Reservation, context: MovementContext | 
     return replace(context, reservation_id=reservation.pk, reference=context.reference or reservation.order_ref)
 
 
-def _planned(plan: Allocation, order: list[int] | None) -> list[tuple[StockPosition, int]]:
-    """The plan's holds, lines in the order the client listed their SKUs, then by position."""
+def _planned(plan: Allocation, order: list[int] | None) -> list[tuple[StockPosition, int, int | None]]:
+    """The plan's holds, lines in the order the client listed their SKUs (a bundle's components
+    where the bundle was listed), then by position."""
     rank = {sku_id: i for i, sku_id in enumerate(order or [])}
-    return sorted(plan.holds.values(), key=lambda h: (rank.get(h[0].sku_id, 0), h[0].pk))
+    return sorted(plan.holds.values(), key=lambda h: (rank.get(h[2] or h[0].sku_id, 0), h[0].pk, h[2] or 0))
 
 
 def holds_apply(*, reservation: Reservation, plan: Allocation, context: MovementContext,
@@ -59,11 +60,12 @@ def holds_write(*, reservation: Reservation, plan: Allocation, context: Movement
     batch = MovementBatch()
     touched: list[StockPosition] = []
     lines: list[ReservationLine] = []
-    for position, quantity in _planned(plan, order):
+    for position, quantity, bundle_id in _planned(plan, order):
         batch.apply(position=position, type=MovementType.RESERVE, reserved_delta=quantity, context=ctx)
         lines.append(ReservationLine(reservation=reservation, sku_id=position.sku_id,
-                                     location_id=position.location_id, quantity=quantity))
-        touched.append(position)
+                                     location_id=position.location_id, quantity=quantity, bundle_id=bundle_id))
+        if position not in touched:
+            touched.append(position)
     batch.flush()
     return touched, lines
 
@@ -76,11 +78,12 @@ _RESERVATION_COLUMNS = ("id", "status", "channel_id", "order_ref", "ttl_seconds"
 def _insert_sql() -> str:
     return sql_compose(
         "WITH reservation AS (INSERT INTO {reservations} ({columns}) VALUES ({values})) "
-        "INSERT INTO {lines} (reservation_id, sku_id, location_id, quantity, committed) "
-        "SELECT %s, sku_id, location_id, quantity, 0 FROM {rows} AS l(sku_id, location_id, quantity) RETURNING id",
+        "INSERT INTO {lines} (reservation_id, sku_id, location_id, quantity, committed, bundle_id) "
+        "SELECT %s, sku_id, location_id, quantity, 0, bundle_id FROM {rows} AS l(sku_id, location_id, quantity, "
+        "bundle_id) RETURNING id",
         reservations=Reservation._meta.db_table, columns=_RESERVATION_COLUMNS,
         values=sql.SQL(", ").join([sql.Placeholder()] * len(_RESERVATION_COLUMNS)),
-        lines=ReservationLine._meta.db_table, rows=sql_unnest(("bigint", "bigint", "integer")))
+        lines=ReservationLine._meta.db_table, rows=sql_unnest(("bigint", "bigint", "integer", "bigint")))
 
 
 def reservation_insert(*, reservation: Reservation, lines: list[ReservationLine]) -> None:
@@ -94,7 +97,8 @@ def reservation_insert(*, reservation: Reservation, lines: list[ReservationLine]
                          r.created_at, r.updated_at, r.activated_at, r.closed_at, r.closed_by, r.request_key]
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(), [*values, r.pk, [ln.sku_id for ln in lines],
-                                       [ln.location_id for ln in lines], [ln.quantity for ln in lines]])
+                                       [ln.location_id for ln in lines], [ln.quantity for ln in lines],
+                                       [ln.bundle_id for ln in lines]])
         ids = [row[0] for row in cursor.fetchall()]
     for line, pk in zip(lines, ids, strict=True):
         line.pk = pk

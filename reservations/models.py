@@ -84,6 +84,10 @@ class ReservationLine(models.Model):
     # checkout commit, only what the order sold when a marketplace order settled the hold (the
     # rest went back to sale). Order lines draw their reservation cover from it.
     committed = models.PositiveIntegerField(default=0)
+    # The bundle this line holds components for (inventory.bundles): a request line naming a
+    # bundle becomes one line per component and location, each pointing at the bundle, so the
+    # bundle's units can be told apart from the component sold alone. Null for a plain line.
+    bundle = models.ForeignKey(Sku, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
 
     class Meta:
         ordering = ["id"]

@@ -10,7 +10,8 @@ from django.db.models import Prefetch, QuerySet
 from core.errors import NotFound
 from reservations.models import Reservation, ReservationLine
 
-_LINES = Prefetch("lines", queryset=ReservationLine.objects.select_related("sku", "location").order_by("id"))
+_LINES = Prefetch("lines", queryset=ReservationLine.objects.select_related("sku", "location", "bundle")
+                  .order_by("id"))
 
 
 def reservation_get(*, reservation_id: uuid.UUID | str) -> Reservation:
@@ -47,6 +48,16 @@ def _iso(value: datetime | None) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+def _line_dict(line: ReservationLine) -> dict:
+    """A line as the API shows it; a line holding a bundle's component also names the bundle."""
+    found = {"sku": line.sku.code, "location": line.location.code if line.location is not None else None,
+             "quantity": line.quantity}
+    bundle = line.bundle if line.bundle_id is not None else None  # no query for a plain line
+    if bundle is not None:
+        found["bundle"] = bundle.code
+    return found
+
+
 def reservation_to_dict(reservation: Reservation) -> dict:
     """The API shape. A waiting reservation's lines are its request (location null unless named)."""
     return {
@@ -56,11 +67,7 @@ def reservation_to_dict(reservation: Reservation) -> dict:
         "order_ref": reservation.order_ref,
         "expires_at": _iso(reservation.expires_at),
         "ttl_seconds": reservation.ttl_seconds,
-        "lines": [
-            {"sku": line.sku.code, "location": line.location.code if line.location is not None else None,
-             "quantity": line.quantity}
-            for line in reservation.lines.all()
-        ],
+        "lines": [_line_dict(line) for line in reservation.lines.all()],
         "created_at": _iso(reservation.created_at),
         "updated_at": _iso(reservation.updated_at),
         "activated_at": _iso(reservation.activated_at),

@@ -56,6 +56,8 @@ class LineOutSerializer(serializers.Serializer):
     sku = serializers.CharField()
     location = serializers.CharField(allow_null=True)
     quantity = serializers.IntegerField()
+    bundle = serializers.CharField(required=False, help_text="Present when the line holds a component of this "
+                                                             "bundle (the bundle's request line while waiting).")
 
 
 class ReservationOutSerializer(serializers.Serializer):

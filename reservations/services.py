@@ -37,6 +37,7 @@ from reservations.allocation import (
     allocate,
     lines_merge,
     location_ids_for,
+    stock_sku_ids,
 )
 from reservations.expiry import reservations_expire  # noqa: F401 - re-exported: the beat task calls it
 from reservations.holds import held_at as _held_at
@@ -108,7 +109,8 @@ def _stock_commit(reservation: Reservation, *, context: MovementContext | None, 
     ctx = reservation_context(reservation=reservation, context=context)
     for line, position in pairs:
         movement_apply(position=position, type=MovementType.RESERVATION_COMMIT, on_hand_delta=-line.quantity,
-                       reserved_delta=-line.quantity, context=ctx)
+                       reserved_delta=-line.quantity, context=ctx,
+                       metadata={"bundle_id": line.bundle_id} if line.bundle_id is not None else None)
         line.committed = line.quantity
     ReservationLine.objects.bulk_update([line for line, _ in pairs], ["committed"])
     _close(reservation, status=Status.COMMITTED, closed_by=closed_by, now=now)
@@ -183,7 +185,8 @@ def reservation_create(
                                                           request_key)
     except IntegrityError as exc:
         if request_key and "request_key" in str(exc):  # this very request ran before: its answer
-            return Reservation.objects.prefetch_related("lines__sku", "lines__location").get(request_key=request_key)
+            return Reservation.objects.prefetch_related("lines__sku", "lines__location", "lines__bundle").get(
+                request_key=request_key)
         if "reservation_live_order_ref_unique" in str(exc):
             raise Conflict(f"A live reservation for order '{order_ref}' already exists on this channel.",
                            code="duplicate_order_ref") from None
@@ -192,6 +195,8 @@ def reservation_create(
     # objects (already loaded) instead of making it query them again (the checkout hot path).
     for line in written:
         line.sku = skus[line.sku_id]
+        if line.bundle_id is not None:
+            line.bundle = skus[line.bundle_id]
         line.location = locations.get(line.location_id) if line.location_id is not None else None
     cached = reservation.lines.all()  # stored like prefetch_related stores it: an evaluated QuerySet
     cached._result_cache = written
@@ -206,7 +211,7 @@ def _resolve_sql() -> str:
     # the locations it lists that are active, or every active location when it lists none (or
     # there is no channel), in priority order, as reservations.allocation.eligible_locations.
     return sql_compose(
-        "SELECT 0, id, code, active, 0 FROM {sku} WHERE code = ANY(%(codes)s) "
+        "SELECT 0, id, code, active AND NOT is_bundle, 0 FROM {sku} WHERE code = ANY(%(codes)s) "
         "UNION ALL SELECT 1, l.id, l.code, l.active, l.priority FROM {location} l WHERE l.active AND "
         "(NOT EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s) "
         " OR EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s AND c.location_id = l.id)) "
@@ -244,7 +249,7 @@ def _lines_resolve_fast(lines: object, channel: Channel | None) -> tuple[list[Li
         else:
             eligible.append(Location(pk=pk, code=code, active=active, priority=priority))
     if len(skus_by_code) != len(set(codes)) or not all(sku.active for sku in skus_by_code.values()):
-        return None  # an unknown or inactive SKU: `_lines_resolve` refuses it
+        return None  # an unknown or inactive SKU (`_lines_resolve` refuses it), or a bundle (it expands it)
     requests = lines_merge([LineRequest(sku_id=skus_by_code[line["sku"]].pk, quantity=line["quantity"])
                             for line in lines])
     if any(r.quantity > MAX_QUANTITY for r in requests):
@@ -267,7 +272,7 @@ def _reservation_create_atomic(requests: list[LineRequest], skus: dict[int, Sku]
         created_at=now, updated_at=now,
     )
     location_ids = location_ids_for(requests, eligible)
-    locked = positions_lock_for_skus([r.sku_id for r in requests], location_ids)
+    locked = positions_lock_for_skus(stock_sku_ids(requests), location_ids)
     plan = allocate(requests, {(p.sku_id, p.location_id): p for p in locked}, [loc.pk for loc in eligible])
     if not plan.ok:
         if not waitlist:
@@ -276,7 +281,8 @@ def _reservation_create_atomic(requests: list[LineRequest], skus: dict[int, Sku]
         written = [ReservationLine(reservation=reservation, sku_id=r.sku_id, location_id=r.location_id,
                                    quantity=r.quantity) for r in requests]
         reservation_insert(reservation=reservation, lines=written)
-        queued = dict.fromkeys(r.sku_id for r in requests)
+        # Queued on the SKUs that hold the stock (a bundle's components): their changes wake it.
+        queued = dict.fromkeys(s for r in requests for s in ([c for c, _ in r.components] or [r.sku_id]))
         WaitlistEntry.objects.bulk_create([WaitlistEntry(reservation=reservation, sku_id=s) for s in queued])
         return reservation, written
     touched, written = holds_write(reservation=reservation, plan=plan, context=context,

@@ -9,6 +9,7 @@ from django.conf import settings
 
 from channels.models import Channel
 from core.errors import Conflict, InsufficientStock, NotFound, ValidationFailed
+from inventory.bundles import bundle_components
 from inventory.models import Location, Sku
 from inventory.services import MAX_QUANTITY
 from reservations.allocation import (
@@ -93,6 +94,14 @@ def _lines_resolve(lines: list[dict], channel: Channel | None) -> tuple[list[Lin
             raise NotFound(f"Unknown SKU '{code}'.", code="sku_not_found")
         if not skus[code].active:
             raise Conflict(f"SKU '{code}' is not active and cannot be reserved.", code="sku_inactive")
+    # A bundle's lines draw its components: they are loaded (and must be active) too.
+    components = bundle_components([s.pk for s in skus.values() if s.is_bundle]) if any(
+        s.is_bundle for s in skus.values()) else {}
+    parts = Sku.objects.in_bulk({c for found in components.values() for c, _ in found})
+    for part in parts.values():
+        if not part.active:
+            raise Conflict(f"SKU '{part.code}' (a bundle component) is not active and cannot be reserved.",
+                           code="sku_inactive")
     eligible = eligible_locations(channel.pk if channel else None)
     location_codes = {line["location"] for line in lines if line.get("location")}
     named: dict[str, Location] = {}
@@ -109,14 +118,15 @@ def _lines_resolve(lines: list[dict], channel: Channel | None) -> tuple[list[Lin
                                        code="location_not_eligible")
     requests = lines_merge([
         LineRequest(sku_id=skus[line["sku"]].pk, quantity=line["quantity"],
-                    location_id=named[line["location"]].pk if line.get("location") else None)
+                    location_id=named[line["location"]].pk if line.get("location") else None,
+                    components=components.get(skus[line["sku"]].pk, ()))
         for line in lines
     ])
     for request in requests:
         if request.quantity > MAX_QUANTITY:
             raise ValidationFailed(f"At most {MAX_QUANTITY} units of a SKU per reservation.", code="invalid_quantity")
     locations = {loc.pk: loc for loc in [*eligible, *named.values()]}
-    return requests, {s.pk: s for s in skus.values()}, eligible, locations
+    return requests, {**parts, **{s.pk: s for s in skus.values()}}, eligible, locations
 
 
 def _refusal(plan: Allocation, skus: dict[int, Sku]) -> InsufficientStock:

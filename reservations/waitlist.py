@@ -29,10 +29,11 @@ from django.utils import timezone
 
 from core.errors import DomainError
 from core.oncommit import enqueue_on_commit
+from inventory.bundles import bundle_components
 from inventory.hooks import StockChange
 from inventory.locking import positions_lock_for_skus, positions_lock_nowait
 from inventory.models import StockPosition
-from reservations.allocation import LineRequest, allocate, eligible_locations, location_ids_for
+from reservations.allocation import LineRequest, allocate, eligible_locations, location_ids_for, stock_sku_ids
 from reservations.holds import holds_apply
 from reservations.models import Reservation, ReservationLine, WaitlistEntry
 
@@ -185,10 +186,14 @@ def _activate(sku_ids: set[int], held: dict[int, StockPosition], *, now: datetim
         lines_by: dict = defaultdict(list)
         for line in ReservationLine.objects.filter(reservation_id__in=queue).order_by("id"):
             lines_by[line.reservation_id].append(line)
+        # A waiting line naming a bundle draws (and waits on) its components.
+        components = bundle_components({ln.sku_id for lines in lines_by.values() for ln in lines})
 
         for rid in queue:
             lines = lines_by[rid]
-            needs = {line.sku_id for line in lines}
+            requests = [LineRequest(sku_id=ln.sku_id, quantity=ln.quantity, location_id=ln.location_id,
+                                    components=components.get(ln.sku_id, ())) for ln in lines]
+            needs = stock_sku_ids(requests)
             reservation = locked.get(rid)
             if reservation is None:
                 # Being released or activated by another transaction right now: keep its place.
@@ -199,8 +204,6 @@ def _activate(sku_ids: set[int], held: dict[int, StockPosition], *, now: datetim
                 continue
             if reservation.created_at <= given_up:
                 continue  # waited past its longest wait: the expiry sweep closes it, it gets no stock
-            requests = [LineRequest(sku_id=ln.sku_id, quantity=ln.quantity, location_id=ln.location_id)
-                        for ln in lines]
             eligible = eligible_locations(reservation.channel_id, cache=eligible_cache)
             available = positions.get(needs, location_ids_for(requests, eligible))
             if available is None:
@@ -209,7 +212,7 @@ def _activate(sku_ids: set[int], held: dict[int, StockPosition], *, now: datetim
                 continue
             plan = allocate(requests, available, [loc.pk for loc in eligible])
             if not plan.ok:
-                blocked |= set(plan.short)
+                blocked |= stock_sku_ids([r for r in requests if r.sku_id in plan.short])
                 continue
             ReservationLine.objects.filter(reservation=reservation).delete()  # the request, now allocations
             WaitlistEntry.objects.filter(reservation=reservation).delete()

@@ -22,6 +22,7 @@ from channels.propagation.base import (
 from channels.ratelimit import wake_claim
 from core.sql import sql_compose
 from inventory.hooks import StockChange
+from inventory.models import BundleComponent
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ logger = logging.getLogger(__name__)
 
 def pairs_mark_dirty(*, sku_ids: Iterable[int], location_ids: Iterable[int] | None = None,
                      channel_ids: Iterable[int] | None = None, force: bool = False) -> list[int]:
-    """Mark (channel, SKU) pairs dirty for every push-enabled channel listing these SKUs, in the
-    caller's transaction, in one statement. With `location_ids`, channels whose eligible
+    """Mark (channel, SKU) pairs dirty for every push-enabled channel listing these SKUs or a
+    bundle made of them, in the caller's transaction, in one statement. With `location_ids`, channels whose eligible
     locations exclude all of them are skipped (their quantity cannot have changed).
     `force` sends the pair even if its quantity equals the last pushed value. Rows are upserted in
     (channel, sku) order so concurrent markers never deadlock. Returns the channel ids marked."""
@@ -49,7 +50,10 @@ def pairs_mark_dirty(*, sku_ids: Iterable[int], location_ids: Iterable[int] | No
         SELECT l.channel_id, l.sku_id, 1, %(force)s, clock_timestamp(), clock_timestamp(), 0, '', ''
         FROM {listing} l
         JOIN {channel} c ON c.id = l.channel_id
-        WHERE l.sku_id = ANY(%(skus)s) AND c.active AND c.push_enabled
+        -- The SKUs, and every bundle made of them (its derived quantity moves with them).
+        WHERE (l.sku_id = ANY(%(skus)s)
+               OR l.sku_id IN (SELECT bc.bundle_id FROM {component} bc WHERE bc.component_id = ANY(%(skus)s)))
+          AND c.active AND c.push_enabled
           AND (%(channels)s::bigint[] IS NULL OR l.channel_id = ANY(%(channels)s::bigint[]))
           AND (%(locs)s::bigint[] IS NULL
                OR NOT EXISTS (SELECT 1 FROM {through} cl WHERE cl.channel_id = c.id)
@@ -67,7 +71,7 @@ def pairs_mark_dirty(*, sku_ids: Iterable[int], location_ids: Iterable[int] | No
             budget_held = false
         RETURNING channel_id
     """, pair=DirtyPair._meta.db_table, listing=ChannelListing._meta.db_table, channel=Channel._meta.db_table,
-                      through=Channel.locations.through._meta.db_table)
+                      through=Channel.locations.through._meta.db_table, component=BundleComponent._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return sorted({row[0] for row in cursor.fetchall()})

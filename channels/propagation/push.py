@@ -191,7 +191,8 @@ def _claim(channel: Channel, now) -> list[_Claimed]:
             pair_id=pair_id, sku_id=sku_id, sku_code=code, generation=generation, attempts=attempts, force=force,
             first_error=first_error, first_failed_at=first_failed_at,
             quantity=buffered_quantity(available=int(available) if active else 0, safety_stock=safety,
-                                       buffer_type=channel.buffer_type, buffer_value=channel.buffer_value),
+                                       buffer_type=channel.buffer_type, buffer_value=channel.buffer_value,
+                                       zero_below=channel.zero_below, max_quantity=channel.max_quantity),
             last_pushed=last_pushed, external_id=external_id, attributes=attributes or {},
             change_from=believed_level(last_pushed=last_pushed, last_pushed_at=last_pushed_at, last_seen=last_seen,
                                        last_seen_at=last_seen_at, listing_updated_at=listing_updated_at)))

@@ -343,7 +343,9 @@ class BatchProcessor:
             reference=(line.event.reference or "")[:200],
             actor=f"ingestion:{plan.event.pk}",
             occurred_at=line.event.occurred_at or plan.event.received_at,
-            metadata={"inbound_event": plan.event.pk},
+            # A bundle's component line says which bundle it is for (analytics counts bundle units).
+            metadata={"inbound_event": plan.event.pk, **{k: line.event.metadata[k] for k in ("bundle_id",)
+                                                         if k in line.event.metadata}},
         )
 
     def _move(self, plan: Plan, line: Line, position: StockPosition, *, type: str, delta: int, key: str,

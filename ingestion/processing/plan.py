@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.db.models import Q
 
@@ -23,6 +23,7 @@ from channels.adapters.base import CanonicalEvent, Delivery
 from channels.adapters.canonical import MAX_QUANTITY, CanonicalError, canonical_event_parse
 from channels.models import Channel, ChannelListing
 from ingestion.models import InboundEvent, IngestedOrderLine
+from inventory.bundles import bundle_components
 from inventory.models import Location, MovementType, Sku
 
 logger = logging.getLogger(__name__)
@@ -141,12 +142,23 @@ class Resolver:
                     if (attributes or {}).get(key) is not None:
                         self.attribute_listings[(channel_id, key, str(attributes[key]))] = sku_id
         self.order_lines: dict[tuple[int | None, str, str | None], IngestedOrderLine] = {}
+        # A bundle's order line was recorded as one line per component, "<line id>#<component>x<units>".
+        self.bundle_order_lines: defaultdict[tuple[int | None, str, str | None], list[IngestedOrderLine]] = \
+            defaultdict(list)
         if order_keys:
             condition = Q()
             for order_channel_id, order_ref, line_id in order_keys:
                 condition |= Q(channel_id=order_channel_id, order_ref=order_ref, line_id=line_id)
-            for line in IngestedOrderLine.objects.filter(condition):
-                self.order_lines[(line.channel_id, line.order_ref, line.line_id)] = line
+                condition |= Q(channel_id=order_channel_id, order_ref=order_ref, line_id__startswith=f"{line_id}#")
+            for line in IngestedOrderLine.objects.filter(condition).order_by("id"):
+                if (line.channel_id, line.order_ref, line.line_id) in order_keys:
+                    self.order_lines[(line.channel_id, line.order_ref, line.line_id)] = line
+                else:
+                    base = (line.channel_id, line.order_ref, line.line_id.rsplit("#", 1)[0])
+                    self.bundle_order_lines[base].append(line)
+        # Bundles among every SKU this batch may name (inventory.bundles): their sales sell components.
+        self.bundles = bundle_components({*self.skus.values(), *self.listings.values(),
+                                          *self.attribute_listings.values()})
 
     @staticmethod
     def _candidates(channel: Channel, ev: CanonicalEvent) -> list[str]:
@@ -203,8 +215,14 @@ class Resolver:
         return None
 
     def order_line_for(self, channel: Channel | None, ev: CanonicalEvent) -> IngestedOrderLine | None:
-        return self.order_lines.get((channel.pk if channel else None, ev.metadata.get("order_id") or ev.reference,
-                                     ev.metadata.get("line_id")))
+        return self.order_lines.get(self._order_key(channel, ev))
+
+    def bundle_order_lines_for(self, channel: Channel | None, ev: CanonicalEvent) -> list[IngestedOrderLine]:
+        return self.bundle_order_lines.get(self._order_key(channel, ev), [])
+
+    @staticmethod
+    def _order_key(channel: Channel | None, ev: CanonicalEvent) -> tuple[int | None, str, str | None]:
+        return channel.pk if channel else None, ev.metadata.get("order_id") or ev.reference, ev.metadata.get("line_id")
 
 
 def lines_for(channel: Channel | None, events: list[CanonicalEvent], resolver: Resolver) -> list[Line]:
@@ -216,7 +234,7 @@ def lines_for(channel: Channel | None, events: list[CanonicalEvent], resolver: R
                 # would overflow the ledger's bigint while applying. Refused here, for this line.
                 raise Permanent("invalid_quantity", f"Quantity {str(ev.quantity)[:40]} is not a whole number of at "
                                                     f"most {MAX_QUANTITY} units.")
-            lines.append(_line_for(channel, ev, resolver))
+            lines.extend(_bundle_expand(channel, _line_for(channel, ev, resolver), resolver))
         except Permanent as exc:
             lines.append(Line(key=ev.event_id, kind="error", type=ev.type, quantity=ev.quantity, event=ev,
                               error=exc))
@@ -254,6 +272,45 @@ def plans_make(events: list[InboundEvent], channels: dict[int, Channel]) -> tupl
 def _unexpected(exc: Exception) -> EventResult:
     return EventResult(InboundEvent.Status.FAILED, "invalid_payload",
                        f"Payload could not be read: {type(exc).__name__}: {exc}")
+
+
+def _component_line(line: Line, component_id: int, per_bundle: int, *,
+                    order_line: IngestedOrderLine | None = None) -> Line:
+    """One component's share of a bundle line: its own ledger key and order line id
+    ("<line id>#<component>x<units per bundle>", so a later restock finds it and its share)."""
+    metadata = dict(line.event.metadata)
+    metadata["line_id"] = f"{metadata.get('line_id') or line.key}#{component_id}x{per_bundle}"
+    metadata["bundle_units"] = line.quantity
+    if line.sku_id is not None:  # the bundle (a restock found from its order lines knows only those)
+        metadata["bundle_id"] = line.sku_id
+    event = replace(line.event, quantity=line.quantity * per_bundle, metadata=metadata)
+    return replace(line, key=f"{line.key}#{component_id}", quantity=line.quantity * per_bundle, event=event,
+                   sku_id=component_id, order_line=order_line)
+
+
+def _bundle_expand(channel: Channel | None, line: Line, resolver: Resolver) -> list[Line]:
+    """A line naming a bundle acts on its components (contract, "Bundles"): a sale sells each
+    component's share, a restock (a marketplace cancellation or refund) puts back what each
+    component's recorded sale took, a canonical cancellation puts each share back; other changes
+    are refused (`bundle_has_no_stock`), a bundle holding no stock of its own."""
+    if line.kind == "restock" and line.order_line is None:
+        recorded = resolver.bundle_order_lines_for(channel, line.event)
+        if recorded:
+            return [_component_line(line, r.sku_id, int(r.line_id.rsplit("x", 1)[1]), order_line=r)
+                    for r in recorded]
+        try:  # recorded by a sale earlier in this same batch, if the event names the bundle
+            sku_id: int | None = resolver.sku_for(channel, line.event)
+        except Permanent:
+            sku_id = None
+        if sku_id is not None and sku_id in resolver.bundles:
+            return [_component_line(replace(line, sku_id=sku_id), c, q) for c, q in resolver.bundles[sku_id]]
+        return [line]
+    if line.sku_id not in resolver.bundles or line.note:
+        return [line]
+    if line.kind not in ("sale", "delta") or (line.kind == "delta" and line.type != MovementType.CANCELLATION):
+        raise Permanent("bundle_has_no_stock", f"SKU id {line.sku_id} is a bundle and holds no stock of its own; "
+                                               f"a {line.type} applies to its components.")
+    return [_component_line(line, c, q) for c, q in resolver.bundles[line.sku_id]]
 
 
 def _line_for(channel: Channel | None, ev: CanonicalEvent, resolver: Resolver) -> Line:

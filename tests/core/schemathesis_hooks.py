@@ -1,11 +1,13 @@
 """schemathesis hooks for test_openapi_schemathesis.py (loaded through SCHEMATHESIS_HOOKS).
 
-Two rules of the API are written in the OpenAPI document in words, because JSON Schema cannot
+Three rules of the API are written in the OpenAPI document in words, because JSON Schema cannot
 state them: a channel's location references must name locations that exist (a 400
-`validation_error` otherwise, pinned by tests/channels/test_channel_api.py), and a transfer's
-`to_location` must be another location than `location`. For *positive* cases (the ones
-schemathesis generated as schema-valid and expects to be accepted) this hook keeps the data inside
-those two rules; schemathesis re-validates the case after the hook. Negative cases are untouched.
+`validation_error` otherwise, pinned by tests/channels/test_channel_api.py), a transfer's
+`to_location` must be another location than `location`, and a SKU's `components` are set at
+creation, never naming the SKU itself or another bundle (400 `invalid_components` /
+`components_immutable`, pinned by tests/inventory/test_bundles.py; positive cases drop them). For
+*positive* cases (the ones schemathesis generated as schema-valid and expects to be accepted) this
+hook keeps the data inside those rules; schemathesis re-validates the case after the hook. Negative cases are untouched.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import schemathesis
 KNOWN_LOCATIONS: list[str] = json.loads(os.environ.get("STOCKLINE_SCHEMATHESIS_LOCATIONS", "[]"))
 CHANNEL_WRITES = {("POST", "/api/v1/channels/"), ("PATCH", "/api/v1/channels/{slug}/")}
 ADJUSTMENTS = ("POST", "/api/v1/stock/adjustments/")
+SKU_WRITES = {("POST", "/api/v1/skus/"), ("PATCH", "/api/v1/skus/{code}/")}
 
 
 def _known(code: object, index: int) -> object:
@@ -39,6 +42,8 @@ def before_call(context, case, kwargs):
         for field in ("locations", "authoritative_locations"):
             if isinstance(body.get(field), list):
                 body[field] = [_known(code, i) for i, code in enumerate(body[field])]
+    elif operation in SKU_WRITES:
+        body.pop("components", None)
     elif operation == ADJUSTMENTS and body.get("type") == "transfer":
         location, to_location = body.get("location"), body.get("to_location")
         if isinstance(to_location, str) and to_location.strip() == str(location).strip():

@@ -19,7 +19,7 @@ What schemathesis is told beyond the document, and why:
 - schema-valid requests may also be refused with 410 (an expired reservation), 412 (a stale
   expected_version) and 422 (an Idempotency-Key reused with another body): refusals that depend on
   state, as the contract defines them, not on the shape of the request;
-- tests/core/schemathesis_hooks.py keeps schema-valid cases inside two rules the document states in
+- tests/core/schemathesis_hooks.py keeps schema-valid cases inside three rules the document states in
   words (see there).
 Not in the document, so not tested here: /webhooks/{slug}/ (a marketplace's own format and signature,
 tests/ingestion), /healthz, /admin/.
