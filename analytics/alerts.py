@@ -17,6 +17,16 @@ delivery in the same transaction. Kinds and keys:
 Inactive SKUs have no low_stock/stockout alerts. The unique partial index
 `alert_one_open_per_key` is the last guard for "one open alert per key".
 
+Bundles (docs/analytics.md "Bundles"): a bundle has low_stock and stockout alerts of its own on
+its derived availability (whole bundles its components make, summed over locations, as GET
+/stock/{bundle}/ answers) against its own reorder point (or the computed one, from its bundle
+units sold); its components keep theirs, on their own stock and velocity (which includes what
+they sold inside bundles). A bundle holds no positions, so nothing marks it: every batch adds the
+bundles made of the SKUs it evaluates, which covers every change to a bundle's availability
+(only its components' positions move it) and a change of its own `active` or safety stock (the
+catalog announces it on its components' positions). Oversell incidents are recorded on the
+components a marketplace order sold, so oversell alerts are the components'.
+
 Delivery. `AlertDelivery` rows (webhook per matching subscription, and one email when
 ALERT_EMAIL_RECIPIENTS is set) are drained by `alert_deliveries_drain`: due rows are claimed
 with a lease (SKIP LOCKED), sent outside any transaction, and recorded: delivered, or retried
@@ -41,7 +51,7 @@ from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from analytics.models import Alert, AlertDelivery, AlertDirty, AlertSubscription
-from analytics.selectors import _available, _ceil_div, units_sold
+from analytics.selectors import _ceil_div, available_totals, units_sold
 from channels.adapters.signing import standard_webhooks_sign
 from core.backoff import backoff_delay
 from core.errors import NotFound
@@ -49,7 +59,7 @@ from core.oncommit import enqueue_on_commit
 from core.sql import sql_compose
 from ingestion.models import OversellIncident
 from inventory.hooks import StockChange
-from inventory.models import Sku
+from inventory.models import BundleComponent, Sku
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +116,10 @@ def alerts_list(*, status: str | None = None, kind: str | None = None,
 def _desired(skus: Sequence[Sku], *, now: datetime) -> dict[tuple[str, int, int | None], dict[str, Any]]:
     """The alerts that should be open for these SKUs, by key, with their detail."""
     ids = [s.pk for s in skus]
-    available = _available(ids)
-    computed = [s.pk for s in skus if s.reorder_point is None]
-    units = units_sold(windows=(7,), now=now, sku_ids=computed) if computed else {}
+    available = available_totals(skus)  # a bundle's derived from its components
+    computed = [s for s in skus if s.reorder_point is None]
+    units = units_sold(windows=(7,), now=now, sku_ids=[s.pk for s in computed],
+                       bundles=any(s.is_bundle for s in computed)) if computed else {}
     wanted: dict[tuple[str, int, int | None], dict[str, Any]] = {}
     for s in skus:
         if not s.active:
@@ -162,6 +173,8 @@ def _evaluate_batch(*, now: datetime, batch: int, oversells: bool) -> tuple[dict
                            .values_list("sku_id", flat=True))
         if not sku_ids:
             return {"skus": 0, "opened": 0, "resolved": 0}, taken
+        # Bundles made of these SKUs: their availability is derived from them (index lookup).
+        sku_ids |= set(BundleComponent.objects.filter(component_id__in=sku_ids).values_list("bundle_id", flat=True))
         skus = list(Sku.objects.filter(pk__in=sku_ids).order_by("pk"))
         wanted = _desired(skus, now=now)
         open_alerts = {(a.kind, a.sku_id, a.location_id): a

@@ -13,7 +13,9 @@ class DailySales(models.Model):
     """Units sold per SKU and UTC day (by `occurred_at`), counting only ledger rows recorded before
     the refresh's cutoff (`JobMark` "daily_sales"): readers add the rows recorded since from the
     ledger, so an answer is exact whatever the refresh lag. Refreshed every 5 minutes by
-    recomputing the (SKU, day) pairs that new ledger rows touched."""
+    recomputing the (SKU, day) pairs that new ledger rows touched. A bundle's rows are bundle units
+    (its first component's rows written for it / units per bundle: analytics.selectors); a
+    component's count every unit it sold, inside bundles too."""
 
     sku = models.ForeignKey(Sku, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()

@@ -9,13 +9,24 @@ N x 24 h / N. Every velocity here comes from one statement, `_units_sql`, that r
 - the ledger for today and for the partial first day of the window,
 so answers are exact as of `now` whatever the refresh lag, and cost what the daily table and a few
 hours of ledger cost, not 28 days of ledger rows per SKU.
+
+Bundles (inventory.bundles; docs/analytics.md "Bundles"). A bundle's sale writes ledger rows on
+its components, so a component's units sold include the units it sold inside bundles. A bundle's
+own units sold are counted from the sold rows of its first component (lowest id) whose metadata
+names the bundle (`bundle_id`), each row's units divided by that component's units per bundle
+(rounded down per row, so the count adds up the same over any split of time). Those rows are a
+second "source" beside the plain one in every statement here (and DailySales holds them under
+the bundle's id), so a bundle's velocity is as exact and as fresh as a plain SKU's. Its stock is
+its derived availability (inventory.bundles), its history derived from its components' snapshots.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 from django.conf import settings
@@ -26,8 +37,10 @@ from psycopg import sql
 from analytics.models import DailySales, JobMark, SafetyStockChange, SkuSalesWindow
 from core.errors import NotFound
 from core.sql import sql_compose
+from inventory.bundles import bundle_components, bundle_location_numbers, bundles_stock_rows
 from inventory.models import (
     SOLD_TYPES,
+    BundleComponent,
     Sku,
     SnapshotRun,
     StockMovement,
@@ -56,8 +69,37 @@ def _midnight(at: datetime) -> datetime:
 
 # One window's partial first day; `{n}` is the window's length in days (an int), the rest are
 # psycopg.sql placeholders and query parameters.
-EDGE_BRANCH = ("SELECT m.sku_id, {cols} FROM {movement} m WHERE m.type IN ({sold}) "
+EDGE_BRANCH = ("SELECT {sku_col}, {cols} FROM {rows} WHERE m.type IN ({sold}) "
                "AND m.occurred_at > %(s{n})s AND m.occurred_at < %(e{n})s {ledger_filter}")
+
+
+# ------------------------------------------------------------------------------ bundles' units
+
+
+def bundle_first_sql(*, filtered: bool) -> str:
+    """Each bundle's first component (lowest id) and its units per bundle: the rows that count a
+    bundle's units sold. `filtered`: only the bundles in %(skus)s."""
+    return sql_compose(
+        "SELECT DISTINCT ON (bc.bundle_id) bc.bundle_id, bc.component_id, bc.quantity FROM {component} bc "
+        "{where} ORDER BY bc.bundle_id, bc.component_id", component=BundleComponent._meta.db_table,
+        where=sql.SQL("WHERE bc.bundle_id = ANY(%(skus)s)" if filtered else ""))
+
+
+# Ledger rows of a bundle's first component written for that bundle (`bundle_first` in a WITH),
+# and one row's bundle units (every row of a bundle's sale or commit is whole bundles; a
+# marketplace line oversold part-way counts the whole bundles it took).
+BUNDLE_ROWS = ("{movement} m JOIN bundle_first bf ON bf.component_id = m.sku_id "
+               "AND m.metadata ->> 'bundle_id' = bf.bundle_id::text")
+BUNDLE_UNITS = "GREATEST(-m.on_hand_delta, 0) / bf.quantity"
+PLAIN_UNITS = "GREATEST(-m.on_hand_delta, 0)"
+
+
+def bundles_among(sku_ids: Sequence[int] | None) -> bool:
+    """Whether any of these SKUs (any SKU, for None) is a bundle: one index probe."""
+    components = BundleComponent.objects.all()
+    if sku_ids is not None:
+        components = components.filter(bundle_id__in=list(sku_ids))
+    return components.exists()
 
 
 def _cutoff_hint() -> datetime:
@@ -68,7 +110,8 @@ def _cutoff_hint() -> datetime:
     return cutoff or datetime.min.replace(tzinfo=UTC)
 
 
-def _units_sql(windows: Sequence[int], *, now: datetime, sku_ids: Sequence[int] | None) -> tuple[str, dict[str, Any]]:
+def _units_sql(windows: Sequence[int], *, now: datetime, sku_ids: Sequence[int] | None,
+               bundles: bool) -> tuple[str, dict[str, Any]]:
     """One statement answering `(sku_id, units_<N>...)` for each window N (days), SKUs with no
     sale in the longest window left out. For window N ending at `now`, with t0 = today's UTC
     midnight, the sources cover disjoint times:
@@ -77,7 +120,10 @@ def _units_sql(windows: Sequence[int], *, now: datetime, sku_ids: Sequence[int] 
       cutoff), or for N in (7, 28) its per-SKU sums in SkuSalesWindow when they are for today,
       plus the ledger rows recorded at or after the cutoff.
     The cutoff and the day of SkuSalesWindow are read in the same statement as the tables they
-    describe, so a refresh committing meanwhile cannot count a row twice or never."""
+    describe, so a refresh committing meanwhile cannot count a row twice or never.
+    `bundles`: each ledger source is read a second time for bundles' units (BUNDLE_ROWS, under the
+    bundle's id); without it a bundle's answer would hold only its whole days. Plain SKUs' numbers
+    are the same either way (the bundle branches answer bundle ids only)."""
     windows = sorted(set(windows))
     longest = windows[-1]
     t0 = _midnight(now)
@@ -92,7 +138,6 @@ def _units_sql(windows: Sequence[int], *, now: datetime, sku_ids: Sequence[int] 
     def columns(template: str) -> sql.Composable:
         return sql.SQL(", ").join(sql.SQL(template.format(n=n)) for n in windows)
 
-    units = "GREATEST(-m.on_hand_delta, 0)"
     sku_filter = sql.SQL("AND {col} = ANY(%(skus)s)") if sku_ids is not None else sql.SQL("")
     mark_day = sql_compose("(SELECT MAX(k.day) FROM {mark} k WHERE k.name = %(mark)s)", mark=JobMark._meta.db_table)
     daily = sql_compose(
@@ -109,83 +154,113 @@ def _units_sql(windows: Sequence[int], *, now: datetime, sku_ids: Sequence[int] 
                 sql.SQL(f"w.whole_{n} AS u{n}" if n > 1 else "0::bigint AS u1") for n in windows),
             window=SkuSalesWindow._meta.db_table, mark_day=sql.SQL(mark_day),
             window_filter=sku_filter.format(col=sql.SQL("w.sku_id"))))])
-    query = sql_compose(
-        """
-        WITH whole AS MATERIALIZED ({whole}),
-        live AS MATERIALIZED (
-            SELECT sku_id, {sums} FROM (
-                SELECT m.sku_id, {today_columns} FROM {movement} m
+    movement = sql.Identifier(StockMovement._meta.db_table)
+    sources: list[tuple[sql.Composable, sql.Composable, str, sql.Composable]] = [
+        (sql.SQL("m.sku_id"), sql.SQL("{movement} m").format(movement=movement), PLAIN_UNITS,
+         sku_filter.format(col=sql.SQL("m.sku_id")))]
+    if bundles:  # bundle_first is filtered by %(skus)s itself
+        sources.append((sql.SQL("bf.bundle_id"), sql.SQL(BUNDLE_ROWS).format(movement=movement), BUNDLE_UNITS,
+                        sql.SQL("")))
+    branches: list[sql.Composable] = []
+    for sku_col, rows, units, ledger_filter in sources:
+        branches.append(sql.SQL("""
+                SELECT {sku_col}, {today_columns} FROM {rows}
                 WHERE m.type IN ({sold}) AND m.occurred_at >= %(t0)s AND m.occurred_at <= %(now)s {ledger_filter}
-                UNION ALL
-                {edges}
-                UNION ALL
-                SELECT m.sku_id, {late_columns} FROM {movement} m
+        """).format(sku_col=sku_col, rows=rows, sold=sold_types_sql(), ledger_filter=ledger_filter,
+                    today_columns=columns(f"{units} AS u{{n}}")))
+        # One range scan per window's partial first day (each its own UNION ALL branch, so each
+        # is an index-only range scan of movement_sold_occurred); a row there counts for its
+        # window only (other windows cover that day whole).
+        branches.extend(
+            sql.SQL(EDGE_BRANCH.replace("{n}", str(n))).format(
+                sku_col=sku_col, rows=rows, sold=sold_types_sql(), ledger_filter=ledger_filter,
+                cols=sql.SQL(", ").join(sql.SQL(f"{units} AS u{k}" if k == n else f"0 AS u{k}") for k in windows))
+            for n in windows)
+        branches.append(sql.SQL("""
+                SELECT {sku_col}, {late_columns} FROM {rows}
                 WHERE m.type IN ({sold})
                   AND m.recorded_at >= %(cutoff)s
                   AND m.recorded_at >= (SELECT COALESCE(MAX(k.cutoff), '-infinity'::timestamptz) FROM {mark} k
                                         WHERE k.name = %(mark)s)
                   AND m.occurred_at >= %(e_longest)s AND m.occurred_at < %(t0)s {ledger_filter}
-            ) parts
+        """).format(sku_col=sku_col, rows=rows, sold=sold_types_sql(), ledger_filter=ledger_filter,
+                    mark=sql.Identifier(JobMark._meta.db_table),
+                    late_columns=columns(f"CASE WHEN m.occurred_at >= %(e{{n}})s THEN {units} ELSE 0 END AS u{{n}}")))
+    query = sql_compose(
+        """
+        WITH {bundle_first} whole AS MATERIALIZED ({whole}),
+        live AS MATERIALIZED (
+            SELECT sku_id, {sums} FROM ({branches}) parts (sku_id, {names})
             GROUP BY sku_id
         )
         SELECT COALESCE(w.sku_id, l.sku_id) AS sku_id, {totals}
         FROM whole w FULL JOIN live l ON l.sku_id = w.sku_id
         """,
+        bundle_first=sql.SQL(f"bundle_first AS MATERIALIZED ({bundle_first_sql(filtered=sku_ids is not None)}),"
+                             if bundles else ""),
         whole=whole,
+        branches=sql.SQL(" UNION ALL ").join(branches),
+        names=columns("u{n}"),
         sums=columns("SUM(u{n})::bigint AS u{n}"),
         totals=columns("COALESCE(w.u{n}, 0) + COALESCE(l.u{n}, 0) AS units_{n}"),
-        today_columns=columns(f"{units} AS u{{n}}"),
-        late_columns=columns(f"CASE WHEN m.occurred_at >= %(e{{n}})s THEN {units} ELSE 0 END AS u{{n}}"),
-        # One range scan per window's partial first day (each its own UNION ALL branch, so each
-        # is an index-only range scan of movement_sold_occurred); a row there counts for its
-        # window only (other windows cover that day whole).
-        edges=sql.SQL(" UNION ALL ").join(
-            sql.SQL(EDGE_BRANCH.replace("{n}", str(n))).format(
-                cols=sql.SQL(", ").join(sql.SQL(f"{units} AS u{k}" if k == n else f"0 AS u{k}") for k in windows),
-                movement=sql.Identifier(StockMovement._meta.db_table), sold=sold_types_sql(),
-                ledger_filter=sku_filter.format(col=sql.SQL("m.sku_id")))
-            for n in windows),
-        sold=sold_types_sql(),
-        ledger_filter=sku_filter.format(col=sql.SQL("m.sku_id")),
-        movement=StockMovement._meta.db_table, mark=JobMark._meta.db_table,
     )
     return query, params
 
 
 def units_sold(*, windows: Sequence[int] = VELOCITY_WINDOWS, now: datetime | None = None,
-               sku_ids: Sequence[int] | None = None) -> dict[int, dict[int, int]]:
+               sku_ids: Sequence[int] | None = None, bundles: bool | None = None) -> dict[int, dict[int, int]]:
     """{sku_id: {N: units sold in the last N x 24 h}} for SKUs with a sale in the longest window
-    (all SKUs, or those of `sku_ids`)."""
+    (all SKUs, or those of `sku_ids`); a bundle's are bundle units (module docstring). `bundles`:
+    whether bundles are among them, when the caller knows (None: looked up)."""
     now = now or timezone.now()
     windows = sorted(set(windows))
-    query, params = _units_sql(windows, now=now, sku_ids=sku_ids)
+    if bundles is None:
+        bundles = bundles_among(sku_ids)
+    query, params = _units_sql(windows, now=now, sku_ids=sku_ids, bundles=bundles)
     with connection.cursor() as cursor:
         cursor.execute(query, params)
         return {row[0]: dict(zip(windows, row[1:], strict=True)) for row in cursor.fetchall()}
 
 
-def daily_units(*, sku_ids: Sequence[int], first_day: date, last_day: date) -> dict[int, dict[date, int]]:
+def daily_units(*, sku_ids: Sequence[int], first_day: date, last_day: date,
+                bundles: bool | None = None) -> dict[int, dict[date, int]]:
     """{sku_id: {day: units}} for whole UTC days in [first_day, last_day] (days without sales
-    absent): DailySales plus ledger rows recorded since its cutoff, in one statement."""
-    query = sql_compose(
-        """
-        SELECT sku_id, day, SUM(units)::bigint FROM (
-            SELECT d.sku_id, d.day, d.units FROM {daily} d
-            WHERE d.sku_id = ANY(%(skus)s) AND d.day >= %(first)s AND d.day <= %(last)s
-            UNION ALL
-            SELECT m.sku_id, (m.occurred_at AT TIME ZONE 'UTC')::date, GREATEST(-m.on_hand_delta, 0)
-            FROM {movement} m
-            WHERE m.type IN ({sold}) AND m.sku_id = ANY(%(skus)s)
+    absent): DailySales plus ledger rows recorded since its cutoff, in one statement (a bundle's
+    late rows counted as for units_sold, under the bundle; `bundles` as for units_sold)."""
+    late = """
+            SELECT {sku_col}, (m.occurred_at AT TIME ZONE 'UTC')::date, {units}
+            FROM {rows}
+            WHERE m.type IN ({sold}) {ledger_filter}
               AND m.recorded_at >= %(cutoff)s
               AND m.recorded_at >= (SELECT COALESCE(MAX(k.cutoff), '-infinity'::timestamptz) FROM {mark} k
                                     WHERE k.name = %(mark)s)
-              AND m.occurred_at >= %(start)s AND m.occurred_at < %(end)s
+              AND m.occurred_at >= %(start)s AND m.occurred_at < %(end)s"""
+    movement, mark = sql.Identifier(StockMovement._meta.db_table), sql.Identifier(JobMark._meta.db_table)
+    branches = [sql.SQL(late).format(sku_col=sql.SQL("m.sku_id"), units=sql.SQL(PLAIN_UNITS), sold=sold_types_sql(),
+                                     rows=sql.SQL("{movement} m").format(movement=movement), mark=mark,
+                                     ledger_filter=sql.SQL("AND m.sku_id = ANY(%(skus)s)"))]
+    if bundles is None:
+        bundles = bundles_among(sku_ids)
+    if bundles:
+        branches.append(sql.SQL(late).format(sku_col=sql.SQL("bf.bundle_id"), units=sql.SQL(BUNDLE_UNITS),
+                                             sold=sold_types_sql(), mark=mark, ledger_filter=sql.SQL(""),
+                                             rows=sql.SQL(BUNDLE_ROWS).format(movement=movement)))
+    query = sql_compose(
+        """
+        WITH {bundle_first} daily AS (
+            SELECT d.sku_id, d.day, d.units FROM {daily} d
+            WHERE d.sku_id = ANY(%(skus)s) AND d.day >= %(first)s AND d.day <= %(last)s
+        )
+        SELECT sku_id, day, SUM(units)::bigint FROM (
+            SELECT sku_id, day, units FROM daily
+            UNION ALL
+            {late}
         ) parts
         GROUP BY sku_id, day
         """,
-        sold=sold_types_sql(), daily=DailySales._meta.db_table, movement=StockMovement._meta.db_table,
-        mark=JobMark._meta.db_table,
-    )
+        bundle_first=sql.SQL(f"bundle_first AS MATERIALIZED ({bundle_first_sql(filtered=True)}),"
+                             if bundles else ""),
+        late=sql.SQL(" UNION ALL ").join(branches), daily=DailySales._meta.db_table)
     start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=UTC)
     end = datetime(last_day.year, last_day.month, last_day.day, tzinfo=UTC) + timedelta(days=1)
     result: dict[int, dict[date, int]] = {}
@@ -245,22 +320,39 @@ def _available(sku_ids: Sequence[int]) -> dict[int, int]:
         return dict(cursor.fetchall())
 
 
+def _bundles_available(bundle_ids: Sequence[int]) -> dict[int, int]:
+    """A bundle's available = the sum over locations of the whole bundles its components make
+    there (inventory.bundles, as GET /stock/{bundle}/ answers), in one query."""
+    if not bundle_ids:
+        return {}
+    return {bundle_id: sum(row[3] for row in rows) for bundle_id, rows in bundles_stock_rows(list(bundle_ids)).items()}
+
+
+def available_totals(skus: Sequence[Sku]) -> dict[int, int]:
+    """{sku id: available} for plain SKUs and bundles alike (a SKU with no stock: absent)."""
+    plain = [s.pk for s in skus if not s.is_bundle]
+    return {**(_available(plain) if plain else {}), **_bundles_available([s.pk for s in skus if s.is_bundle])}
+
+
 def sku_analytics_get(*, sku_code: str, now: datetime | None = None) -> dict[str, Any]:
-    """GET /api/v1/analytics/skus/{sku}/: live, exact as of `now`."""
+    """GET /api/v1/analytics/skus/{sku}/: live, exact as of `now`. A bundle's is in bundle units
+    and its derived availability."""
     now = now or timezone.now()
     sku = Sku.objects.filter(code=sku_code).first()
     if sku is None:
         raise NotFound(f"Unknown SKU '{sku_code}'.", code="sku_not_found")
-    units = units_sold(now=now, sku_ids=[sku.pk]).get(sku.pk, {})
-    return analytics_object(code=sku.code, available=_available([sku.pk]).get(sku.pk, 0), units=units,
+    units = units_sold(now=now, sku_ids=[sku.pk], bundles=sku.is_bundle).get(sku.pk, {})
+    return analytics_object(code=sku.code, available=available_totals([sku]).get(sku.pk, 0), units=units,
                             lead_time_days=sku.lead_time_days, safety_stock=sku.safety_stock,
                             reorder_point=sku.reorder_point, now=now)
 
 
 def fast_movers_list(*, days: int = 7, limit: int = 20, now: datetime | None = None) -> list[dict[str, Any]]:
-    """SKUs by units sold in the last `days` x 24 h, most first (ties by code); no sales, left out."""
+    """SKUs by units sold in the last `days` x 24 h, most first (ties by code); no sales, left out.
+    Bundles are listed with their bundle units (their components with every unit they sold)."""
     now = now or timezone.now()
-    units_query, params = _units_sql([days], now=now, sku_ids=None)
+    # Bundles' branches always: with no bundle they join an empty table and read nothing.
+    units_query, params = _units_sql([days], now=now, sku_ids=None, bundles=True)
     query = sql_compose(
         """
         WITH units AS ({units})
@@ -275,14 +367,25 @@ def fast_movers_list(*, days: int = 7, limit: int = 20, now: datetime | None = N
         return [{"sku": code, "units": units, "velocity": round(units / days, 2)} for code, units in cursor.fetchall()]
 
 
+# (sku id, code, lead_time_days, safety_stock, reorder_point, units_7d, available)
+RiskRow = tuple[int, str, int, int, int | None, int, int]
+
+
+def _cover_key(row: RiskRow) -> tuple[Fraction, str]:
+    return Fraction(row[6], row[5]), row[1]
+
+
 def stockout_risk_list(*, limit: int = 50, now: datetime | None = None) -> list[dict[str, Any]]:
     """Active SKUs at risk (days of cover < lead time), fewest days of cover first (ties by code),
     as analytics objects. Only SKUs that sold in the last 7 days can be at risk (no velocity, no
-    cover), so the scan starts from those."""
+    cover), so the scan starts from those. Active bundles are at risk by the same rule on their
+    bundle units and derived availability: the statement also answers the bundles that sold (their
+    availability is derived after it, inventory.bundles) and they are merged in cover order."""
     now = now or timezone.now()
-    units_query, params = _units_sql([7], now=now, sku_ids=None)
+    units_query, params = _units_sql([7], now=now, sku_ids=None, bundles=True)
     # Both sides materialized and joined by hash: the planner cannot estimate how many SKUs sold
     # (an aggregate over a union), and a nested loop over tens of thousands of them is seconds.
+    # Bundles hold no positions: the join with `stock` leaves them out of `risky`.
     query = sql_compose(
         """
         WITH units AS MATERIALIZED ({units}),
@@ -292,23 +395,44 @@ def stockout_risk_list(*, limit: int = 50, now: datetime | None = None) -> list[
             FROM {position} p JOIN {sku} s ON s.id = p.sku_id
             WHERE s.active
             GROUP BY s.id
+        ),
+        risky AS (
+            SELECT a.id, a.code, a.lead_time_days, a.safety_stock, a.reorder_point, u.units_7, a.available,
+                   a.available::numeric / u.units_7 AS cover
+            FROM units u JOIN stock a ON a.id = u.sku_id
+            WHERE u.units_7 > 0 AND a.available * 7 < a.lead_time_days::bigint * u.units_7
+            ORDER BY cover, a.code
+            LIMIT %(limit)s
         )
-        SELECT a.id, a.code, a.lead_time_days, a.safety_stock, a.reorder_point, u.units_7, a.available
-        FROM units u JOIN stock a ON a.id = u.sku_id
-        WHERE u.units_7 > 0 AND a.available * 7 < a.lead_time_days::bigint * u.units_7
-        ORDER BY a.available::numeric / u.units_7, a.code
-        LIMIT %(limit)s
+        SELECT false AS bundle, r.* FROM risky r
+        UNION ALL
+        SELECT true, s.id, s.code, s.lead_time_days, s.safety_stock, s.reorder_point, u.units_7, NULL, NULL
+        FROM units u JOIN {sku} s ON s.id = u.sku_id
+        WHERE s.is_bundle AND s.active AND u.units_7 > 0
+        ORDER BY bundle, cover, code
         """,
         units=sql.SQL(units_query), sku=Sku._meta.db_table, position=StockPosition._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(query, {**params, "limit": limit})
-        rows = cursor.fetchall()
-    other = units_sold(windows=(1, 28), now=now, sku_ids=[row[0] for row in rows]) if rows else {}
+        found = cursor.fetchall()
+    rows: list[RiskRow] = [tuple(row[1:8]) for row in found if not row[0]]
+    sold_bundles = [row[1:7] for row in found if row[0]]
+    bundle_ids: set[int] = set()
+    if sold_bundles:
+        available = _bundles_available([row[0] for row in sold_bundles])
+        at_risk: list[RiskRow] = sorted(
+            ((*row, available.get(row[0], 0)) for row in sold_bundles
+             if available.get(row[0], 0) * 7 < row[2] * row[5]), key=_cover_key)
+        bundle_ids = {row[0] for row in at_risk}
+        # Both lists are in cover order; the merge keeps the plain SKUs' order as the database gave it.
+        rows = list(heapq.merge(rows, at_risk, key=_cover_key))[:limit]
+    other = units_sold(windows=(1, 28), now=now, sku_ids=[row[0] for row in rows],
+                       bundles=any(row[0] in bundle_ids for row in rows)) if rows else {}
     return [
-        analytics_object(code=code, available=available, units={**other.get(sku_id, {}), 7: units_7d},
+        analytics_object(code=code, available=available_, units={**other.get(sku_id, {}), 7: units_7d},
                          lead_time_days=lead_time_days, safety_stock=safety_stock, reorder_point=reorder_point,
                          now=now)
-        for sku_id, code, lead_time_days, safety_stock, reorder_point, units_7d, available in rows
+        for sku_id, code, lead_time_days, safety_stock, reorder_point, units_7d, available_ in rows
     ]
 
 
@@ -324,12 +448,18 @@ def stock_history_get(*, sku_code: str, start: datetime, end: datetime, now: dat
     numbers at a bucket are those of its latest row at or before it: carried forward. Buckets
     younger than SNAPSHOT_RETENTION_DAYS are points every 5 minutes; older ones, whose 5-minute rows
     are pruned, are one point per hour (the hour's last bucket) read from the hourly rollup.
+
+    A bundle has no positions: its points are derived from its components' snapshot rows at each
+    point (whole bundles per location, summed), as GET /stock/{bundle}/ derives current stock.
     """
     now = now or timezone.now()
     sku = Sku.objects.filter(code=sku_code).first()
     if sku is None:
         raise NotFound(f"Unknown SKU '{sku_code}'.", code="sku_not_found")
     body: dict[str, Any] = {"sku": sku.code, "points": [], "truncated": False}
+    components = bundle_components([sku.pk]).get(sku.pk, ()) if sku.is_bundle else ()
+    # The SKUs whose positions' rows make the points: the SKU itself, or a bundle's components.
+    sku_ids = [component_id for component_id, _ in components] if sku.is_bundle else [sku.pk]
     if start > end:
         return body
     fine_from = now - timedelta(days=settings.SNAPSHOT_RETENTION_DAYS)
@@ -368,31 +498,46 @@ def stock_history_get(*, sku_code: str, start: datetime, end: datetime, now: dat
                      ORDER BY h.hour DESC LIMIT 1)
                 ) latest ORDER BY bucket DESC LIMIT 1
             ) anchor
-            WHERE p.sku_id = %(sku)s
+            WHERE p.sku_id = ANY(%(skus)s)
             UNION ALL
             SELECT s.position_id, s.bucket, s.on_hand, s.reserved FROM {snapshot} s
-            WHERE s.sku_id = %(sku)s AND s.bucket > %(first)s AND s.bucket <= %(last)s
+            WHERE s.sku_id = ANY(%(skus)s) AND s.bucket > %(first)s AND s.bucket <= %(last)s
             UNION ALL
             SELECT h.position_id, h.bucket, h.on_hand, h.reserved FROM {hourly} h
-            WHERE h.sku_id = %(sku)s AND h.bucket > %(first)s AND h.bucket <= %(last)s
+            WHERE h.sku_id = ANY(%(skus)s) AND h.bucket > %(first)s AND h.bucket <= %(last)s
             ORDER BY 2
-        """, **tables), {"sku": sku.pk, "first": points[0], "last": points[-1]})
+        """, **tables), {"skus": sku_ids, "first": points[0], "last": points[-1]})
         rows = cursor.fetchall()
     state: dict[int, tuple[int, int]] = {}
+    # A bundle's component positions: which component and location each row is of.
+    where = ({pk: (sku_id, location_id) for pk, sku_id, location_id in StockPosition.objects.filter(
+        sku_id__in=sku_ids).values_list("pk", "sku_id", "location_id")} if sku.is_bundle else {})
     out, i = [], 0
     for at in points:
         while i < len(rows) and rows[i][1] <= at:
             position_id, _bucket, on_hand, reserved = rows[i]
             state[position_id] = (on_hand, reserved)
             i += 1
-        out.append({
-            "at": at,
+        out.append({"at": at, **(_bundle_point(components, state, where) if sku.is_bundle else {
             "on_hand": sum(on_hand for on_hand, _ in state.values()),
             "reserved": sum(reserved for _, reserved in state.values()),
             "available": sum(max(on_hand - reserved, 0) for on_hand, reserved in state.values()),
-        })
+        })})
     body["points"] = out
     return body
+
+
+def _bundle_point(components: tuple[tuple[int, int], ...], state: dict[int, tuple[int, int]],
+                  where: dict[int, tuple[int, int]]) -> dict[str, int]:
+    """A bundle's totals from its components' positions' levels at one point: per location, the
+    whole bundles they make (inventory.bundles.bundle_location_numbers), summed."""
+    by_location: dict[int, dict[int, tuple[int, int, int]]] = {}
+    for position_id, (on_hand, reserved) in state.items():
+        component_id, location_id = where[position_id]
+        by_location.setdefault(location_id, {})[component_id] = (on_hand, reserved, 0)
+    numbers = [bundle_location_numbers(components, at) for at in by_location.values()]
+    return {"on_hand": sum(n[0] for n in numbers), "reserved": sum(n[1] for n in numbers),
+            "available": sum(n[2] for n in numbers)}
 
 
 # ------------------------------------------------------------------------------ safety stock

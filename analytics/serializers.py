@@ -24,7 +24,8 @@ class RequiredHttpUrlField(HttpUrlField):
 
 class SkuAnalyticsSerializer(serializers.Serializer):
     sku = serializers.CharField()
-    available = serializers.IntegerField(help_text="Sum over locations of max(on_hand - reserved, 0).")
+    available = serializers.IntegerField(help_text="Sum over locations of max(on_hand - reserved, 0); for a bundle, "
+                                                   "its derived availability (as GET /stock/{sku}/).")
     velocity = VelocitySerializer
     days_of_cover = serializers.FloatField(allow_null=True,
                                            help_text="available / velocity 7d (2 decimals); null without sales.")
@@ -42,7 +43,8 @@ class SkuAnalyticsListSerializer(serializers.Serializer):
 
 class FastMoverSerializer(serializers.Serializer):
     sku = serializers.CharField()
-    units = serializers.IntegerField(help_text="Units sold in the last `days` x 24 h.")
+    units = serializers.IntegerField(help_text="Units sold in the last `days` x 24 h (a bundle: bundle units; a "
+                                               "component: every unit, inside bundles too).")
     velocity = serializers.FloatField(help_text="units / days, rounded to 2 decimals.")
 
 

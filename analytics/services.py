@@ -21,7 +21,16 @@ from django.utils import timezone
 from psycopg import sql
 
 from analytics.models import DailySales, JobMark, SafetyStockChange, SkuSalesWindow
-from analytics.selectors import DAILY_SALES_MARK, daily_units, safety_stock_formula, sold_types_sql
+from analytics.selectors import (
+    BUNDLE_ROWS,
+    BUNDLE_UNITS,
+    DAILY_SALES_MARK,
+    bundle_first_sql,
+    bundles_among,
+    daily_units,
+    safety_stock_formula,
+    sold_types_sql,
+)
 from core.sql import sql_compose
 from inventory.models import Sku, StockMovement
 from inventory.services import sku_safety_stocks_set
@@ -41,7 +50,8 @@ def daily_sales_refresh(*, now: datetime | None = None) -> int:
     transactions that committed late) belongs to is recomputed from the ledger, counting rows
     recorded before the new cutoff. The first run builds the table from the whole ledger.
     The cutoff and the sums commit together; readers add the ledger rows recorded since the cutoff
-    (analytics.selectors), so a row is never counted twice or missed. Returns the pairs written."""
+    (analytics.selectors), so a row is never counted twice or missed. Bundles get rows of their
+    own, in bundle units (`_bundle_daily_refresh`), by the same rules. Returns the pairs written."""
     now = now or timezone.now()
     settle = timedelta(seconds=settings.ANALYTICS_LEDGER_SETTLE_SECONDS)
     cutoff = now - settle
@@ -83,6 +93,11 @@ def daily_sales_refresh(*, now: datetime | None = None) -> int:
                 {"since": previous - settle, "cutoff": cutoff, "ran": timezone.now()})
         written = cursor.rowcount
         touched = cursor.fetchall() if previous is not None else []
+        if bundles_among(None):
+            bundle_written, bundle_touched = _bundle_daily_refresh(
+                cursor, since=None if previous is None else previous - settle, cutoff=cutoff)
+            written += bundle_written
+            touched += bundle_touched
         today = now.astimezone(UTC).date()
         if previous is None or mark is None or mark.day != today:
             _window_refresh(cursor, today=today, sku_ids=None)  # a new day: every SKU's window moved
@@ -94,6 +109,50 @@ def daily_sales_refresh(*, now: datetime | None = None) -> int:
     JobMark.objects.update_or_create(name=DAILY_SALES_MARK, defaults={"cutoff": cutoff, "day": today,
                                                                       "ran_at": timezone.now()})
     return written
+
+
+def _bundle_daily_refresh(cursor: Any, *, since: datetime | None, cutoff: datetime) -> tuple[int, list[Any]]:
+    """DailySales rows of bundles, in the refresh's transaction and with its cutoff: per bundle and
+    UTC day, the bundle units of its first component's sold rows written for it (analytics.selectors,
+    BUNDLE_ROWS), rows recorded before the cutoff. `since` None: built from the whole ledger;
+    else the (bundle, day) pairs touched by such rows recorded since then are recomputed (set, not
+    added to, as for plain SKUs). Returns (rows written, touched (bundle id, day) pairs)."""
+    tables: dict[str, str | sql.Composable] = {
+        "daily": DailySales._meta.db_table, "movement": StockMovement._meta.db_table, "sold": sold_types_sql(),
+        "first": sql.SQL(bundle_first_sql(filtered=False)), "units": sql.SQL(BUNDLE_UNITS),
+        "rows": sql.SQL(BUNDLE_ROWS).format(movement=sql.Identifier(StockMovement._meta.db_table))}
+    if since is None:
+        cursor.execute(sql_compose("""
+            WITH bundle_first AS MATERIALIZED ({first})
+            INSERT INTO {daily} AS d (sku_id, day, units, refreshed_at)
+            SELECT bf.bundle_id, (m.occurred_at AT TIME ZONE 'UTC')::date, SUM({units}), %(ran)s
+            FROM {rows}
+            WHERE m.type IN ({sold}) AND m.recorded_at < %(cutoff)s
+            GROUP BY 1, 2
+            ON CONFLICT (sku_id, day) DO UPDATE SET units = EXCLUDED.units, refreshed_at = EXCLUDED.refreshed_at
+        """, **tables), {"cutoff": cutoff, "ran": timezone.now()})
+        return cursor.rowcount, []
+    cursor.execute(sql_compose("""
+        WITH bundle_first AS MATERIALIZED ({first}),
+        touched AS (
+            SELECT DISTINCT bf.bundle_id, bf.component_id, bf.quantity, (m.occurred_at AT TIME ZONE 'UTC')::date AS day
+            FROM {rows}
+            WHERE m.type IN ({sold}) AND m.recorded_at >= %(since)s AND m.recorded_at < %(cutoff)s
+        )
+        INSERT INTO {daily} AS d (sku_id, day, units, refreshed_at)
+        SELECT t.bundle_id, t.day,
+               (SELECT COALESCE(SUM(GREATEST(-m.on_hand_delta, 0) / t.quantity), 0) FROM {movement} m
+                WHERE m.sku_id = t.component_id AND m.type IN ({sold})
+                  AND m.metadata ->> 'bundle_id' = t.bundle_id::text
+                  AND m.occurred_at >= t.day::timestamp AT TIME ZONE 'UTC'
+                  AND m.occurred_at < (t.day + 1)::timestamp AT TIME ZONE 'UTC'
+                  AND m.recorded_at < %(cutoff)s),
+               %(ran)s
+        FROM touched t
+        ON CONFLICT (sku_id, day) DO UPDATE SET units = EXCLUDED.units, refreshed_at = EXCLUDED.refreshed_at
+        RETURNING d.sku_id, d.day
+    """, **tables), {"since": since, "cutoff": cutoff, "ran": timezone.now()})
+    return cursor.rowcount, cursor.fetchall()
 
 
 def _window_refresh(cursor: Any, *, today: date, sku_ids: list[int] | None) -> None:
@@ -141,7 +200,8 @@ def _demand_series(skus: list[Sku], today: datetime) -> list[SafetyStockComputat
     before a SKU existed are not days of zero demand; imported history counts)."""
     last = today.date() - timedelta(days=1)
     first = today.date() - timedelta(days=SAFETY_STOCK_DAYS)
-    by_sku = daily_units(sku_ids=[s.pk for s in skus], first_day=first, last_day=last)
+    by_sku = daily_units(sku_ids=[s.pk for s in skus], first_day=first, last_day=last,
+                         bundles=any(s.is_bundle for s in skus))
     out = []
     for sku in skus:
         days = by_sku.get(sku.pk, {})

@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from core.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceAdmin
 from core.errors import DomainError
-from inventory import services
-from inventory.models import Location, Sku, StockMovement, StockPosition, StockSnapshot
+from inventory import selectors, services
+from inventory.catalog import sku_components_check
+from inventory.models import BundleComponent, Location, Sku, StockMovement, StockPosition, StockSnapshot
 
 
 class PositionInline(ReadOnlyInline):
@@ -102,12 +105,134 @@ class LocationAdmin(CatalogAdmin):
                                                       active=obj.active, priority=obj.priority))
 
 
+# One component as a merchandiser types it: "MUG x2", "MUG x 2", "MUG * 2", "MUG × 2", or "MUG"
+# (one unit). An "x" needs a space before it, so a code that ends in x and digits ("BOX2",
+# "FX2") is read as a code, never split.
+_COMPONENT = re.compile(r"^(?P<code>\S.*?)(?:\s+[xX×*]\s*|\s*[*×]\s*)(?P<quantity>[0-9]+)$")
+
+
+def components_parse(text: str) -> list[dict]:
+    """The add form's "components" text as `sku_create` takes it: [{"sku", "quantity"}], in the
+    order typed. Entries are separated by commas or new lines; empty ones are skipped. Raises
+    forms.ValidationError for an entry that is no "CODE x N" (quantity 1..MAX_QUANTITY); every
+    other refusal (unknown SKU, a bundle, the bundle itself, a repeat) is the service's."""
+    parts: list[dict] = []
+    for entry in re.split(r"[,\n]", text):
+        entry = entry.strip()
+        if not entry:
+            continue
+        match = _COMPONENT.match(entry)
+        code, digits = (match["code"].strip(), match["quantity"]) if match else (entry, "1")
+        quantity = int(digits) if len(digits) <= 10 else 0  # no int() of a thousand digits
+        if not 1 <= quantity <= services.MAX_QUANTITY:
+            raise forms.ValidationError(f"'{entry}': the quantity must be from 1 to {services.MAX_QUANTITY}.")
+        parts.append({"sku": code, "quantity": quantity})
+    return parts
+
+
+class SkuAddForm(forms.ModelForm):
+    """The SKU add form, with the bundle's components as one line of text ("MUG x2, TEA x1").
+    Text rather than an inline formset: a merchandiser types codes they know, with no row per
+    component to add, and components cannot be edited after creation anyway (there is no formset
+    to show on the change page). Checked by the catalog service's own check before the admin
+    saves, so its refusals are shown on this field and nothing is written."""
+
+    components = forms.CharField(
+        required=False, max_length=20_000,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60, "placeholder": "MUG x2, TEA x1"}),
+        help_text="Leave empty for a plain SKU. For a bundle (kit), its components: SKU code x units per bundle, "
+                  "separated by commas or new lines (a code alone is one unit). Set once: components cannot be "
+                  "changed after the bundle is created.")
+
+    class Meta:
+        model = Sku
+        fields = ("code", "name", "components", "safety_stock", "active", "lead_time_days", "reorder_point",
+                  "dynamic_safety_stock")
+
+    def clean_components(self) -> list[dict]:
+        return components_parse(self.cleaned_data.get("components") or "")
+
+    def clean(self):
+        cleaned = super().clean()
+        components, code = cleaned.get("components"), cleaned.get("code")
+        if components and code:
+            try:
+                # The very check sku_create runs first (read-only): unknown component (404),
+                # itself, a bundle, a repeat, too many (400). Shown here, with what was typed kept,
+                # instead of after the save as a message.
+                sku_components_check(code, components)
+            except DomainError as exc:
+                self.add_error("components", f"{exc.code}: {exc.detail}")
+        return cleaned
+
+
 @admin.register(Sku)
 class SkuAdmin(CatalogAdmin):
-    list_display = ("code", "name", "safety_stock", "reorder_point", "lead_time_days", "active", "updated_at")
-    list_filter = ("active",)
+    """Plain SKUs and bundles. A bundle is created here with its components (add form) through
+    `sku_create`; its page then shows them, read-only (they never change), and its availability
+    per location, derived from the components as GET /api/v1/stock/{sku}/ answers it."""
+
+    list_display = ("code", "name", "is_bundle", "safety_stock", "reorder_point", "lead_time_days", "active",
+                    "updated_at")
+    list_filter = ("active", "is_bundle")
     search_fields = ("code", "name")
     inlines = [PositionInline, LatestMovementInline]
+    add_fields = SkuAddForm.Meta.fields
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = SkuAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return list(self.add_fields)
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("code", "components_display", "availability_display") if obj.is_bundle else ("code", "bundles_display")
+
+    def get_inlines(self, request, obj):
+        # A bundle has no positions and no ledger rows of its own (they are its components').
+        return [] if obj is not None and obj.is_bundle else self.inlines
+
+    @admin.display(description="components")
+    def components_display(self, obj):
+        parts = BundleComponent.objects.filter(bundle=obj).select_related("component").order_by("component_id")
+        items = format_html_join(
+            "", '<li>{} &times; <a href="{}">{}</a> <span class="quiet">{}</span></li>',
+            ((part.quantity, reverse("admin:inventory_sku_change", args=[part.component_id]), part.component.code,
+              part.component.name) for part in parts))
+        return format_html('<ul id="bundle-components" class="bundle-components">{}</ul>'
+                           '<div class="help">Units of each component in one bundle. Set when the bundle was '
+                           'created; create a new bundle to change them.</div>', items)
+
+    @admin.display(description="availability (from components)")
+    def availability_display(self, obj):
+        stock = selectors.stock_get(sku_code=obj.code)
+        if not stock["locations"]:
+            return format_html('<p id="bundle-availability">{}</p>', "No component is stocked anywhere yet: 0.")
+        rows = format_html_join(
+            "", '<tr data-location="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            ((row["location"], row["location"], row["on_hand"], row["reserved"], row["available"])
+             for row in stock["locations"]))
+        return format_html(
+            '<table id="bundle-availability"><thead><tr><th>location</th><th>on hand</th><th>reserved</th>'
+            '<th>available</th></tr></thead><tbody>{}</tbody><tfoot><tr data-location="total"><th>total</th>'
+            '<th>{}</th><th>{}</th><th>{}</th></tr></tfoot></table>'
+            '<div class="help">Whole bundles the components make at each location (the scarcest component, '
+            'per unit of the bundle); reserved: bundles whose component units are held.</div>',
+            rows, stock["on_hand"], stock["reserved"], stock["available"])
+
+    @admin.display(description="in bundles")
+    def bundles_display(self, obj):
+        parts = BundleComponent.objects.filter(component=obj).select_related("bundle").order_by("bundle__code")
+        links = format_html_join(", ", '<a href="{}">{}</a> ({} per bundle)',
+                                 ((reverse("admin:inventory_sku_change", args=[part.bundle_id]), part.bundle.code,
+                                   part.quantity) for part in parts))
+        return links or "-"
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -116,7 +241,7 @@ class SkuAdmin(CatalogAdmin):
             self._adopt(obj, services.sku_create(
                 code=obj.code, name=obj.name, safety_stock=obj.safety_stock, active=obj.active,
                 lead_time_days=obj.lead_time_days, reorder_point=obj.reorder_point,
-                dynamic_safety_stock=obj.dynamic_safety_stock))
+                dynamic_safety_stock=obj.dynamic_safety_stock, components=form.cleaned_data.get("components") or None))
 
     def _set_active(self, request, queryset, active: bool) -> None:
         rows = list(queryset.exclude(active=active).order_by("pk"))

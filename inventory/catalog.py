@@ -8,6 +8,7 @@ from enum import Enum
 from typing import Final
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from core.errors import Conflict, NotFound, ValidationFailed
@@ -75,7 +76,7 @@ def sku_create(*, code: str, name: str, safety_stock: int = 0, active: bool = Tr
     Refused before anything is written: 404 `sku_not_found` for an unknown component, 400
     `invalid_components` for a bundle of itself, a component that is itself a bundle, a repeated
     component, a quantity below 1, or more than MAX_COMPONENTS."""
-    parts = _components_resolve(code, components or [])
+    parts = sku_components_check(code, components or [])
     try:
         with transaction.atomic():
             sku = Sku.objects.create(code=code, name=name, safety_stock=safety_stock, active=active,
@@ -88,8 +89,9 @@ def sku_create(*, code: str, name: str, safety_stock: int = 0, active: bool = Tr
         raise Conflict(f"SKU '{code}' already exists.", code="duplicate_sku") from None
 
 
-def _components_resolve(code: str, components: list[Mapping]) -> list[tuple[Sku, int]]:
-    """[(component SKU, units per bundle)] for a new bundle's components, or a 400/404 refusal."""
+def sku_components_check(code: str, components: list[Mapping]) -> list[tuple[Sku, int]]:
+    """[(component SKU, units per bundle)] for a new bundle's components, or a 400/404 refusal
+    (sku_create runs it; the admin's add form runs it first to show refusals as form errors)."""
     if len(components) > MAX_COMPONENTS:
         raise ValidationFailed(f"A bundle has at most {MAX_COMPONENTS} components.", code="invalid_components")
     wanted: dict[str, int] = {}
@@ -180,6 +182,7 @@ def sku_safety_stocks_set(*, safety_stocks: Mapping[int, int]) -> dict[int, int]
             sku.safety_stock, sku.updated_at = safety_stocks[sku.pk], now
         Sku.objects.bulk_update(changed, ["safety_stock", "updated_at"])
         if changed:
-            positions_changed(StockPosition.objects.filter(sku_id__in=list(previous)).order_by("pk"),
-                              availability_rose=False)
+            # A bundle has no positions: its components' stand for it (as in sku_update).
+            held_by = Q(sku_id__in=list(previous)) | Q(sku__in_bundles__bundle_id__in=list(previous))
+            positions_changed(StockPosition.objects.filter(held_by).distinct().order_by("pk"), availability_rose=False)
     return previous

@@ -30,6 +30,7 @@ from inventory.bundles import Components, bundle_components, bundle_units
 from inventory.catalog import (  # noqa: F401 - re-exported
     location_create,
     location_update,
+    sku_components_check,
     sku_components_unchanged,
     sku_create,
     sku_safety_stocks_set,

@@ -13,8 +13,8 @@ from inventory import selectors
 from inventory.models import StockMovement, StockPosition
 from inventory.services import sku_create, stock_receive
 from reservations import services as reservations
-from tests.ingestion.conftest import drain_all, listing, post_webhook, shopify_headers
 from tests.factories import SkuFactory
+from tests.ingestion.conftest import drain_all, listing, post_webhook, shopify_headers
 
 pytestmark = pytest.mark.django_db
 

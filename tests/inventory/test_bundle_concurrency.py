@@ -41,7 +41,8 @@ def test_a_stampede_on_a_bundle_and_its_components_never_sells_a_unit_twice():
     SkuFactory(code="TEA")
     stock.stock_receive(sku="MUG", location="wh", quantity=30)
     stock.stock_receive(sku="TEA", location="wh", quantity=12)
-    stock.sku_create(code="GIFT", name="Gift", components=[{"sku": "MUG", "quantity": 2}, {"sku": "TEA", "quantity": 1}])
+    stock.sku_create(code="GIFT", name="Gift",
+                     components=[{"sku": "MUG", "quantity": 2}, {"sku": "TEA", "quantity": 1}])
 
     # when: 40 buyers at once
     def act(kind: str):
