@@ -143,14 +143,12 @@ def test_a_sale_is_a_fixed_set_of_statements(api, stocked):
     assert _statements(captured) == [
         "INSERT core_idempotencyrecord",      # the Idempotency-Key claim
         "SELECT inventory_stockmovement",     # replay check by ledger key (a re-run after a crash)
-        "SELECT inventory_sku",
-        "SELECT inventory_location",
+        "SELECT inventory_sku",               # the SKU and the location, one statement
         "SAVEPOINT",
         "INSERT inventory_stockposition",     # missing positions created (ON CONFLICT DO NOTHING)
         "SELECT inventory_stockposition",     # locked
         "SELECT inventory_stockmovement",     # replay check again, under the lock
-        "UPDATE inventory_stockposition",
-        "INSERT inventory_stockmovement",
+        "WITH INSERT inventory_stockposition",  # the position UPDATE and its ledger row, one statement
         "INSERT channels_dirtypair",
         "INSERT analytics_alertdirty",
         "RELEASE",
