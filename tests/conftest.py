@@ -49,6 +49,22 @@ def client_with(make_key):
 
 
 @pytest.fixture
+def admin_groups(db):
+    """The admin groups the data migrations make, made again when missing: a transactional test
+    (live_server, real threads) empties every table when it ends, groups included."""
+    from importlib import import_module
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    if not Group.objects.filter(name="Merchandisers").exists():
+        for module, function in (("inventory.migrations.0003_groups", "create_groups"),
+                                 ("analytics.migrations.0002_groups", "grant"),
+                                 ("analytics.migrations.0004_alert_groups", "grant")):
+            getattr(import_module(module), function)(apps, None)
+
+
+@pytest.fixture
 def location(db):
     return LocationFactory(code="wh")
 

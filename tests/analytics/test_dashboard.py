@@ -12,11 +12,11 @@ from django.utils import timezone
 from analytics.alerts import alerts_evaluate
 from inventory.snapshots import snapshot_take
 from tests.analytics.conftest import receive, sell
-from tests.live.test_storefront import browser, chromium  # noqa: F401 (fixtures)
+from tests.live.test_storefront import browser, chromium, click_and_wait  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
-def merchandiser(db):
+def merchandiser(admin_groups):
     user = User.objects.create_user("merch", password="pw-merch-123", is_staff=True)
     user.groups.add(Group.objects.get(name="Merchandisers"))
     return user
@@ -67,7 +67,7 @@ def test_dashboard_renders_figures_chart_and_tables(client, merchandiser, sku, l
 
 
 @pytest.mark.django_db(transaction=True)
-def test_dashboard_in_headless_chromium(live_server, browser, sku, location):  # noqa: F811
+def test_dashboard_in_headless_chromium(live_server, browser, sku, location, admin_groups):  # noqa: F811
     from selenium.webdriver.common.by import By
 
     User.objects.create_user("merch2", password="pw-merch-123", is_staff=True).groups.add(
@@ -80,7 +80,7 @@ def test_dashboard_in_headless_chromium(live_server, browser, sku, location):  #
     # log in as a merchandiser, land on the dashboard
     browser.find_element(By.NAME, "username").send_keys("merch2")
     browser.find_element(By.NAME, "password").send_keys("pw-merch-123")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "input[type=submit]"))
     assert browser.current_url.endswith("/admin/dashboard/")
     assert browser.find_element(By.CSS_SELECTOR, "#fig-low-stock .value").text == "1"
     chart = browser.find_element(By.ID, "history-chart")
@@ -90,5 +90,5 @@ def test_dashboard_in_headless_chromium(live_server, browser, sku, location):  #
     assert "Low stock" in browser.find_element(By.ID, "open-alerts").text
     # the admin home links to it
     browser.get(f"{live_server.url}/admin/")
-    browser.find_element(By.ID, "dashboard-link").click()
+    click_and_wait(browser, browser.find_element(By.ID, "dashboard-link"))
     assert browser.find_element(By.ID, "dashboard")

@@ -17,7 +17,7 @@ from inventory.models import BundleComponent, Sku, StockPosition
 from reservations import services as reservations
 from tests.admin_forms import admin_post
 from tests.factories import LocationFactory, SkuFactory
-from tests.live.test_storefront import browser, chromium  # noqa: F401 (fixtures)
+from tests.live.test_storefront import browser, chromium, click_and_wait  # noqa: F401 (fixtures)
 
 ADD = "admin:inventory_sku_add"
 
@@ -172,7 +172,7 @@ def _log_in(driver, live_server, username: str, next_path: str) -> None:
     driver.get(f"{live_server.url}/admin/login/?next={next_path}")
     driver.find_element(By.NAME, "username").send_keys(username)
     driver.find_element(By.NAME, "password").send_keys("pw-merch-123")
-    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    click_and_wait(driver, driver.find_element(By.CSS_SELECTOR, "input[type=submit]"))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -188,7 +188,8 @@ def test_a_merchandiser_creates_a_bundle_in_headless_chromium(live_server, brows
     browser.find_element(By.NAME, "code").send_keys("GIFT")
     browser.find_element(By.NAME, "name").send_keys("Gift set")
     browser.find_element(By.NAME, "components").send_keys("MUG x2, TEA x1")
-    browser.find_element(By.NAME, "_continue").click()  # "Save and continue editing": the bundle's page
+    # "Save and continue editing": the bundle's page
+    click_and_wait(browser, browser.find_element(By.NAME, "_continue"))
 
     gift = Sku.objects.get(code="GIFT")
     assert browser.current_url.endswith(change_url(gift))
@@ -225,7 +226,7 @@ def test_a_refused_bundle_shows_the_services_error_in_headless_chromium(live_ser
     browser.find_element(By.NAME, "code").send_keys("DUO")
     browser.find_element(By.NAME, "name").send_keys("Duo")
     browser.find_element(By.NAME, "components").send_keys("GIFT x1, NOPE x2")
-    browser.find_element(By.NAME, "_save").click()
+    click_and_wait(browser, browser.find_element(By.NAME, "_save"))
 
     assert browser.current_url.endswith(add_path)  # still the add form
     errors = browser.find_element(By.CSS_SELECTOR, ".field-components .errorlist")
@@ -238,7 +239,7 @@ def test_a_refused_bundle_shows_the_services_error_in_headless_chromium(live_ser
     field = browser.find_element(By.NAME, "components")
     field.clear()
     field.send_keys("MUG x1, TEA x1")
-    browser.find_element(By.NAME, "_save").click()
+    click_and_wait(browser, browser.find_element(By.NAME, "_save"))
     assert "/admin/inventory/sku/" in browser.current_url and not browser.current_url.endswith(add_path)
     assert sorted(BundleComponent.objects.filter(bundle__code="DUO").values_list("component__code", "quantity")) == [
         ("MUG", 1), ("TEA", 1)]

@@ -55,6 +55,19 @@ def chromium():
     return CHROMIUM
 
 
+def click_and_wait(driver, element) -> None:
+    """Click something that loads a new page (a form's submit, a link) and wait for that page: a
+    loaded machine answers slowly, and reading the old page would make a test flaky."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 @pytest.fixture
 def browser(chromium):
     from selenium import webdriver
