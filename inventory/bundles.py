@@ -55,6 +55,22 @@ def bundle_location_numbers(components: Components,
 
 
 @cache
+def _containing_sql() -> str:
+    return sql_compose("SELECT DISTINCT bundle_id FROM {component} WHERE component_id = ANY(%s)",
+                       component=BundleComponent._meta.db_table)
+
+
+def bundles_containing(sku_ids: Iterable[int]) -> list[int]:
+    """Ids of the bundles made of any of these SKUs (their derived stock moves with them)."""
+    ids = sorted(set(sku_ids))
+    if not ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_containing_sql(), [ids])
+        return [row[0] for row in cursor.fetchall()]
+
+
+@cache
 def _numbers_sql() -> str:
     return sql_compose(
         "SELECT bc.bundle_id, bc.component_id, bc.quantity, l.code, p.on_hand, p.reserved, p.version "

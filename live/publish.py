@@ -6,6 +6,8 @@ call is one Redis script: it numbers the change, records the number as each SKU'
 (the resume index, see live.keys) and publishes the SKU ids, atomically, so numbers reach every
 subscriber in the order they were given.
 
+A change of a bundle's component announces the bundle as well (inventory.bundles).
+
 The message carries ids, not stock: each web process reads the current stock of the SKUs its
 clients watch once per batch of notifications (live.hub), so a change nobody watches costs one
 Redis call and no query, and a reader can never be handed an older state than the commit that
@@ -23,6 +25,7 @@ from collections.abc import Iterable
 import redis
 from django.conf import settings
 
+from inventory.bundles import bundles_containing
 from inventory.hooks import StockChange
 from live.keys import live_keys
 
@@ -79,7 +82,9 @@ class _LivePublish:
 
     def apply_async(self, args: tuple = (), kwargs: dict | None = None) -> None:
         (sku_ids,) = args
-        stock_changes_publish(sku_ids=sku_ids)
+        # Bundles made of these SKUs changed too (their stock is derived): one indexed read,
+        # after commit, outside the stock transaction's locks.
+        stock_changes_publish(sku_ids=[*sku_ids, *bundles_containing(sku_ids)])
 
 
 _LIVE_PUBLISH = _LivePublish()

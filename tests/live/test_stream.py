@@ -222,3 +222,20 @@ def test_the_publish_happens_after_commit_and_names_the_sku_ids(shop):
         assert int(client.hget(live_keys().last, ids)) == int(seq)
     finally:
         pubsub.close()
+
+
+def test_a_watched_bundle_follows_a_change_of_its_component(asgi_server, sse, shop, make_key):
+    # given: a bundle of two SKUs (2 x A + 1 x B: 25 sets from 50 and 50), its stream open
+    location, (a, b, _c) = shop
+    services.sku_create(code="LIVE-SET", name="Set", components=[{"sku": a, "quantity": 2}, {"sku": b, "quantity": 1}])
+    key = make_key("stock:read")
+    stream = sse(stream_url(asgi_server, "LIVE-SET"), {"Authorization": f"Bearer {key}"})
+    stream.opened()
+
+    # when: a component is sold alone
+    services.stock_sell(sku=a, location=location.code, quantity=10)
+
+    # then: the bundle's derived stock arrives, as GET /api/v1/stock/LIVE-SET/ answers it
+    event = stream.next(timeout=2.0)
+    assert event.json() == stock_json(asgi_server, key, "LIVE-SET")
+    assert event.json()["bundle"] is True and event.json()["available"] == 20
