@@ -307,6 +307,10 @@ def _bundle_expand(channel: Channel | None, line: Line, resolver: Resolver) -> l
         return [line]
     if line.sku_id not in resolver.bundles or line.note:
         return [line]
+    if line.kind == "count" and line.event.metadata.get("channel_level"):
+        # A marketplace reporting the level of a bundle's listing (Shopify echoes every push as
+        # inventory_levels/update): the bundle's level is ours to derive, never theirs to set.
+        return [replace(line, note="the listing is a bundle: its level is derived from its components")]
     if line.kind not in ("sale", "delta") or (line.kind == "delta" and line.type != MovementType.CANCELLATION):
         raise Permanent("bundle_has_no_stock", f"SKU id {line.sku_id} is a bundle and holds no stock of its own; "
                                                f"a {line.type} applies to its components.")

@@ -106,3 +106,17 @@ def test_canonical_events_sell_and_cancel_bundles_and_refuse_other_changes(api, 
     failed = InboundEvent.objects.get(status="failed")
     assert failed.error_code == "bundle_has_no_stock"
     assert InboundEvent.objects.filter(status="done").count() == 2
+
+
+def test_a_marketplace_level_of_a_bundle_listing_is_ignored_with_its_reason(client, shopify, gift):
+    listing(shopify, gift, "808950810")
+    shopify.authoritative_locations.add(shopify.default_location)
+    payload = {"inventory_item_id": 808950810, "location_id": 905684977, "available": 1,
+               "updated_at": "2024-05-01T10:00:00-04:00"}
+    send(client, "inventory_levels/update", payload)  # e.g. Shopify echoing our push of the bundle
+    drain_all()
+
+    event = InboundEvent.objects.get()
+    assert event.status == "done"
+    assert "bundle" in list(event.outcome.values())[0]
+    assert (on_hand("MUG"), on_hand("TEA")) == (10, 10)
