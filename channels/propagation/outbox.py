@@ -48,12 +48,13 @@ def pairs_mark_dirty(*, sku_ids: Iterable[int], location_ids: Iterable[int] | No
             (channel_id, sku_id, generation, force, marked_at, next_attempt_at, attempts,
              first_error, last_error)
         SELECT l.channel_id, l.sku_id, 1, %(force)s, clock_timestamp(), clock_timestamp(), 0, '', ''
-        FROM {listing} l
+        -- The SKUs, and every bundle made of them (its derived quantity moves with them): a
+        -- UNION, so each side uses its index (an OR here made the listings a sequential scan).
+        FROM (SELECT unnest(%(skus)s::bigint[]) AS sku_id
+              UNION SELECT bc.bundle_id FROM {component} bc WHERE bc.component_id = ANY(%(skus)s::bigint[])) w
+        JOIN {listing} l ON l.sku_id = w.sku_id
         JOIN {channel} c ON c.id = l.channel_id
-        -- The SKUs, and every bundle made of them (its derived quantity moves with them).
-        WHERE (l.sku_id = ANY(%(skus)s)
-               OR l.sku_id IN (SELECT bc.bundle_id FROM {component} bc WHERE bc.component_id = ANY(%(skus)s)))
-          AND c.active AND c.push_enabled
+        WHERE c.active AND c.push_enabled
           AND (%(channels)s::bigint[] IS NULL OR l.channel_id = ANY(%(channels)s::bigint[]))
           AND (%(locs)s::bigint[] IS NULL
                OR NOT EXISTS (SELECT 1 FROM {through} cl WHERE cl.channel_id = c.id)
