@@ -116,6 +116,8 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "inv",
+        # One pool per process: Django's default made a new Redis connection per ASGI request.
+        "OPTIONS": {"pool_class": "core.cache.SharedConnectionPool"},
     }
 }
 
