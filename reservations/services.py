@@ -97,7 +97,11 @@ def _stock_commit(reservation: Reservation, *, context: MovementContext | None, 
                   now: datetime) -> None:
     """Active -> committed on a locked reservation: on_hand and reserved both drop by every line."""
     pairs = _lines_positions(reservation)
-    missing = [(line, p) for line, p in pairs if p.on_hand < line.quantity]
+    # Per position: a bundle's line and a plain line may hold at the same one.
+    held: dict[int, int] = {}
+    for line, p in pairs:
+        held[p.pk] = held.get(p.pk, 0) + line.quantity
+    missing = [(line, p) for line, p in pairs if p.on_hand < held[p.pk]]
     if missing:
         # Only possible when a count or adjustment removed units that were reserved.
         raise InsufficientStock(

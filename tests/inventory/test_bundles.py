@@ -282,3 +282,17 @@ def test_service_refusals_for_bundles_carry_their_codes(kit):
     assert refused.value.code == "bundle_has_no_stock"
     with pytest.raises(InsufficientStock):
         stock.stock_sell(sku="GIFT", location="wh", quantity=4)
+
+
+def test_a_commit_short_at_a_position_two_lines_share_is_refused_whole_with_its_lines(kit):
+    # one mug alone and a set (two mugs) held at wh; then a count leaves only 2 mugs there
+    held = reservations.reservation_create(lines=[{"sku": "MUG", "quantity": 1, "location": "wh"},
+                                                  {"sku": "GIFT", "quantity": 1, "location": "wh"}])
+    stock.stock_count(sku="MUG", location="wh", quantity=2)
+    before = stock_state()
+
+    with pytest.raises(InsufficientStock) as refused:
+        reservations.reservation_commit(reservation_id=held.pk)
+
+    assert refused.value.extra["lines"] and {line["sku"] for line in refused.value.extra["lines"]} == {"MUG"}
+    assert stock_state() == before

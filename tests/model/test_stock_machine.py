@@ -2,16 +2,24 @@
 and the real PostgreSQL (no mocks).
 
 A `RuleBasedStateMachine` calls inventory.services and reservations.services in random order on
-three SKUs and three locations, and keeps a tiny model beside them: on_hand per position, every
-reservation's status, hold lines and deadline, which locations are active. After every step the
-database must equal the model, and the ledger invariants must hold (tests/model/checks.py).
-Waitlist activation is predicted with the documented first-come-first-served rule; the periodic
-sweep is checked for safety (never holds more than was available) and liveness (the first
-waiting reservation is not left waiting while it could be filled).
+three SKUs, two bundles made of them and three locations, and keeps a tiny model beside them:
+on_hand per position, every reservation's status, hold lines and deadline, which locations are
+active. After every step the database must equal the model, and the ledger invariants must hold
+(tests/model/checks.py). Waitlist activation is predicted with the documented
+first-come-first-served rule; the periodic sweep is checked for safety (never holds more than was
+available) and liveness (the first waiting reservation is not left waiting while it could be filled).
 
-Channels (one Shopify-kind with no location list, one webhook-kind fed by one location) point at
-the channel simulator; a rule pushes them and compares what each channel was last told, what the
-service computes now, what the model computes, and what the simulator stores (invariant 7).
+Bundles (contract section 4, "Bundles"; inventory.bundles) hold no stock: the model derives a
+bundle's numbers at each location from its components (min over them of floor(units / units per
+bundle)), predicts a bundle sale (all or nothing, components only), and allocates bundle request
+lines as reservations.allocation does: whole bundles from one location at a time, held per
+component and keyed by the bundle, competing with plain lines of the same component in merged
+request order. The derived read (inventory.selectors.stock_get) must equal the model's derivation.
+
+Channels (one Shopify-kind with no location list, one webhook-kind fed by one location) list every
+SKU and bundle and point at the channel simulator; a rule pushes them and compares what each
+channel was last told, what the service computes now, what the model computes, and what the
+simulator stores (invariant 7).
 
 Each hypothesis example works in its own namespace (codes prefixed with a fresh random prefix),
 so examples share one database without a flush and every check looks only at its own rows.
@@ -22,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -44,6 +53,9 @@ from tests.model import checks
 from tests.model.conftest import model_settings
 
 N_SKUS = 3
+# Bundles, by item index (after the SKUs): {component SKU index: units of it per bundle unit}.
+# Items 0..N_SKUS-1 are plain SKUs, the rest bundles: request lines and channel listings name items.
+BUNDLES: dict[int, dict[int, int]] = {N_SKUS: {0: 2, 1: 1}, N_SKUS + 1: {1: 1, 2: 3}}
 N_LOCATIONS = 3  # location j has priority 10 * (j + 1): unlocated holds draw from l0, then l1, then l2
 TTLS = [600, 3600, 7200]  # never shorter: nothing may expire in real time while an example runs
 
@@ -59,7 +71,7 @@ CHANNELS = {
     "all": ("shopify", None, "units", 1),
     "one": ("webhook", [0], "percent", 10),
 }
-SAFETY_STOCK = {0: 1}  # SKU 0 keeps one unit back from channels
+SAFETY_STOCK = {0: 1, N_SKUS + 1: 1}  # SKU 0 and the second bundle keep one unit back from channels
 
 
 @dataclass
@@ -71,36 +83,69 @@ class Res:
     channel: str | None
     order_ref: str
     ttl: int
-    request: list[tuple[int, int | None, int]]  # merged request lines (sku, location or None, quantity)
-    holds: dict[tuple[int, int], int] = field(default_factory=dict)  # while active (and after)
+    request: list[tuple[int, int | None, int]]  # merged request lines (item, location or None, quantity)
+    # While active (and after): {(SKU, location, bundle item or None): units}, one per reservation line.
+    holds: dict[tuple[int, int, int | None], int] = field(default_factory=dict)
     expires_at: datetime | None = None
     created_at: datetime | None = None
 
 
 def merge(lines) -> list[tuple[int, int | None, int]]:
-    """reservations.allocation.lines_merge: same (sku, location) summed, first-appearance order."""
+    """reservations.allocation.lines_merge: same (item, location) summed, first-appearance order."""
     totals: dict = {}
     for sku, loc, qty in lines:
         totals[(sku, loc)] = totals.get((sku, loc), 0) + qty
     return [(sku, loc, qty) for (sku, loc), qty in totals.items()]
 
 
+def stock_skus(items: Iterable[int]) -> set[int]:
+    """reservations.allocation.stock_sku_ids: the SKUs holding the stock of these items (a
+    bundle's components, any other SKU itself): what a waiting request is queued on."""
+    return {sku for item in items for sku in BUNDLES.get(item, {item: 1})}
+
+
+def bundle_units(item: int, units: Mapping[int, int]) -> int:
+    """Whole bundles that `units` ({component: units at one location}) make (inventory.bundles)."""
+    return min(max(units.get(sku, 0), 0) // per for sku, per in BUNDLES[item].items())
+
+
+def per_position(holds: Mapping[tuple, int]) -> dict[tuple[int, int], int]:
+    """{(SKU, location): units} from holds keyed (SKU, location, bundle)."""
+    total: dict = {}
+    for (sku, loc, *_), qty in holds.items():
+        total[(sku, loc)] = total.get((sku, loc), 0) + qty
+    return total
+
+
 def allocate(request, available: dict, eligible: list[int]) -> tuple[dict, list[int]]:
-    """The documented allocation: located lines first, then unlocated lines in eligible order,
-    splitting; all or nothing. Returns (holds {(sku, loc): qty}, short SKUs)."""
+    """The documented allocation (reservations.allocation.allocate): located lines first, then
+    unlocated lines in eligible order, splitting; all or nothing. A bundle line draws whole bundles
+    from one location at a time (min over its components of floor(units left / units per bundle))
+    and holds each component's share there, apart from plain lines (keyed by the bundle); every line
+    takes from what the lines before it (merged request order, located first) left.
+    Returns (holds {(sku, loc, bundle or None): qty}, short items in the order they fell short)."""
     remaining = dict(available)
     holds: dict = {}
     short: list[int] = []
-    for sku, loc, qty in sorted(request, key=lambda line: line[1] is None):
+
+    def drawable(item: int, loc: int) -> int:
+        if item in BUNDLES:
+            return bundle_units(item, {sku: remaining.get((sku, loc), 0) for sku in BUNDLES[item]})
+        return remaining.get((item, loc), 0)
+
+    for item, loc, qty in sorted(request, key=lambda line: line[1] is None):
         need = qty
+        bundle = item if item in BUNDLES else None
         for candidate in ([loc] if loc is not None else eligible):
-            take = min(need, remaining.get((sku, candidate), 0))
-            if take > 0:
-                holds[(sku, candidate)] = holds.get((sku, candidate), 0) + take
-                remaining[(sku, candidate)] -= take
-                need -= take
-        if need > 0 and sku not in short:
-            short.append(sku)
+            take = min(need, drawable(item, candidate))
+            if take <= 0:
+                continue
+            for sku, per in BUNDLES.get(item, {item: 1}).items():
+                holds[(sku, candidate, bundle)] = holds.get((sku, candidate, bundle), 0) + take * per
+                remaining[(sku, candidate)] -= take * per
+            need -= take
+        if need > 0 and item not in short:
+            short.append(item)
     return ({} if short else holds), short
 
 
@@ -111,8 +156,21 @@ def buffered(available: int, safety: int, buffer_type: str, value: int) -> int:
 
 
 sku_index = st.integers(0, N_SKUS - 1)
+bundle_index = st.sampled_from(sorted(BUNDLES))
 location_index = st.integers(0, N_LOCATIONS - 1)
 request_line = st.tuples(sku_index, st.one_of(st.none(), location_index), st.integers(1, 8))
+# A bundle unit takes two or three units of a component: smaller quantities, so many succeed.
+bundle_line = st.tuples(bundle_index, st.one_of(st.none(), location_index), st.integers(1, 2))
+component_line = st.tuples(sku_index, st.one_of(st.none(), location_index), st.integers(1, 4))
+
+
+@st.composite
+def bundle_request(draw) -> list[tuple[int, int | None, int]]:
+    """At least one bundle line, among up to two more lines of bundles or plain SKUs (every SKU
+    is a component of some bundle), in any order."""
+    lines = draw(st.lists(st.one_of(component_line, bundle_line), max_size=2))
+    lines.insert(draw(st.integers(0, len(lines))), draw(bundle_line))
+    return lines
 
 
 class StockMachine(RuleBasedStateMachine):
@@ -128,10 +186,17 @@ class StockMachine(RuleBasedStateMachine):
         self.ns = f"m{uuid.uuid4().hex[:10]}"
         self.skus = [sku_create(code=f"{self.ns}-S{i}", name=f"SKU {i}", safety_stock=SAFETY_STOCK.get(i, 0))
                      for i in range(N_SKUS)]
+        self.kits = [sku_create(code=f"{self.ns}-B{item}", name=f"Bundle {item}",
+                                safety_stock=SAFETY_STOCK.get(item, 0),
+                                components=[{"sku": self.skus[sku].code, "quantity": per}
+                                            for sku, per in parts.items()])
+                     for item, parts in BUNDLES.items()]
+        self.items = self.skus + self.kits  # item index -> Sku (plain SKUs first, then bundles)
         self.locations = [location_create(code=f"{self.ns}-l{j}", name=f"Location {j}", priority=10 * (j + 1))
                           for j in range(N_LOCATIONS)]
-        self.sku_ids = [s.pk for s in self.skus]
-        self.sku_of = {s.pk: i for i, s in enumerate(self.skus)}
+        self.sku_ids = [s.pk for s in self.skus]  # the SKUs that hold stock (positions, ledger)
+        self.bundle_ids = [s.pk for s in self.kits]
+        self.sku_of = {s.pk: i for i, s in enumerate(self.items)}
         self.loc_of = {loc.pk: j for j, loc in enumerate(self.locations)}
         self.first_movement = StockMovement.objects.order_by("-id").values_list("id", flat=True).first() or 0
         # model
@@ -155,7 +220,7 @@ class StockMachine(RuleBasedStateMachine):
                                          locations=[self.locations[j] for j in listed or []])
                 ratelimit_reset(channel_id=channel.pk)
                 redis_client().delete(f"stockline:push-lock:{channel.pk}")
-                for i, sku in enumerate(self.skus):
+                for i, sku in enumerate(self.items):  # bundles listed too: pushed their derived quantity
                     external = f"4400{i}" if kind == "shopify" else sku.code
                     listing_upsert(channel=channel, sku=sku.code, external_id=external)
                 self.channels[name] = channel
@@ -166,7 +231,7 @@ class StockMachine(RuleBasedStateMachine):
         held: dict = {}
         for r in self.res.values():
             if r.status == "active":
-                for key, qty in r.holds.items():
+                for key, qty in per_position(r.holds).items():
                     held[key] = held.get(key, 0) + qty
         return held
 
@@ -203,19 +268,20 @@ class StockMachine(RuleBasedStateMachine):
     def activate_model(self, sku_ids: set[int]) -> list[str]:
         """The waitlist pass run inside a transaction that raised availability of `sku_ids`
         (reservations.waitlist._activate): first come, first served per SKU; a waiting
-        reservation short of a SKU blocks later ones on that SKU only. Returns activated ids."""
+        reservation short of a SKU blocks later ones on that SKU only. A bundle line waits on (and
+        blocks) its components. Returns activated ids."""
         blocked: set[int] = set()
         activated = []
         for rid in self.waiting_in_order():
             if sku_ids <= blocked:
                 break
             r = self.res[rid]
-            needs = {sku for sku, _, _ in r.request}
+            needs = stock_skus(item for item, _, _ in r.request)
             if not needs & (sku_ids - blocked) or needs & blocked:
                 continue
             holds, short = allocate(r.request, self.available(), self.eligible(r.channel))
             if short:
-                blocked |= set(short)
+                blocked |= stock_skus(short)
                 continue
             r.status, r.holds = "active", holds
             activated.append(rid)
@@ -227,8 +293,33 @@ class StockMachine(RuleBasedStateMachine):
             return False
         return not allocate(r.request, self.available(), self.eligible(r.channel))[1]
 
-    def code(self, i: int, j: int | None) -> str:
-        return f"{self.skus[i].code}@{self.locations[j].code if j is not None else '*'}"
+    def code(self, i: int, j: int | None, bundle: int | None = None) -> str:
+        held_for = f" (for {self.items[bundle].code})" if bundle is not None else ""
+        return f"{self.items[i].code}@{self.locations[j].code if j is not None else '*'}{held_for}"
+
+    def lines_of(self, lines) -> dict[tuple[int, int | None, int | None], int]:
+        """Reservation lines as {(item, location or None, bundle item or None): quantity}."""
+        return {(self.sku_of[ln.sku_id], self.loc_of.get(ln.location_id), self.sku_of.get(ln.bundle_id)): ln.quantity
+                for ln in lines}
+
+    def units_by_item(self, holds: dict, rid: str) -> dict[tuple[int, int], int]:
+        """{(item, location): units} a reservation's holds give; every bundle's units at a location
+        must be held as whole bundles (each component in its proportion)."""
+        drawn: dict = {}
+        parts: dict = {}
+        for (sku, loc, bundle), qty in holds.items():
+            if bundle is None:
+                drawn[(sku, loc)] = drawn.get((sku, loc), 0) + qty
+            else:
+                parts.setdefault((bundle, loc), {})[sku] = qty
+        for (bundle, loc), held in parts.items():
+            per_component = {sku: divmod(held.get(sku, 0), per) for sku, per in BUNDLES[bundle].items()}
+            assert set(held) == set(BUNDLES[bundle]) and not any(rest for _, rest in per_component.values()) \
+                and len({n for n, _ in per_component.values()}) == 1, (
+                f"{self.describe(rid)} holds {self.show(holds)}: not whole bundles of {self.items[bundle].code} "
+                f"at {self.locations[loc].code}")
+            drawn[(bundle, loc)] = next(iter(per_component.values()))[0]
+        return drawn
 
     # ------------------------------------------------------------------ step bookkeeping
 
@@ -254,8 +345,7 @@ class StockMachine(RuleBasedStateMachine):
             f"waitlist activation: model activated {[self.describe(rid) for rid in expected]}, "
             f"database activated {[self.describe(rid) for rid in got]}")
         for rid in expected:
-            lines = {(self.sku_of[line.sku_id], self.loc_of[line.location_id]): line.quantity
-                     for line in db[rid].lines.all()}
+            lines = self.lines_of(db[rid].lines.all())
             assert lines == self.res[rid].holds, (
                 f"activated {self.describe(rid)} holds {self.show(lines)}, model {self.show(self.res[rid].holds)}")
             self.res[rid].expires_at = db[rid].expires_at
@@ -266,7 +356,7 @@ class StockMachine(RuleBasedStateMachine):
         return f"#{r.seq}[{request}; channel={r.channel}]"
 
     def show(self, holds: dict) -> dict:
-        return {self.code(sku, loc): qty for (sku, loc), qty in sorted(holds.items())}
+        return {self.code(*key): qty for key, qty in sorted(holds.items(), key=str)}
 
     def stock_changed(self, rose: set[int]):
         """After a committed stock change that raised availability of the SKUs `rose`."""
@@ -290,7 +380,7 @@ class StockMachine(RuleBasedStateMachine):
                 expected_version: int | None = None):
         from inventory.services import stock_adjust
 
-        return stock_adjust(sku=self.skus[i].code, location=self.locations[j].code, type=type, quantity=quantity,
+        return stock_adjust(sku=self.items[i].code, location=self.locations[j].code, type=type, quantity=quantity,
                             to_location=self.locations[to].code if to is not None else None,
                             expected_version=expected_version)
 
@@ -379,6 +469,58 @@ class StockMachine(RuleBasedStateMachine):
             self._adjust(i, j, type, quantity)
         self.stock_changed(set())
 
+    # ------------------------------------------------------------------ bundle stock rules
+
+    def bundle_available(self, item: int, j: int, available: dict | None = None) -> int:
+        """Whole bundles `item` has available at location j: min over its components of
+        floor(available / units per bundle) (contract section 4, "Bundles")."""
+        available = self.available() if available is None else available
+        return bundle_units(item, {sku: available.get((sku, j), 0) for sku in BUNDLES[item]})
+
+    @rule(b=bundle_index, j=location_index, quantity=st.integers(1, 4),
+          version=st.sampled_from([None, None, None, "current", "stale"]))
+    def sell_bundle(self, b, j, quantity, version):
+        """A sale of a bundle sells quantity x each component's units at one location, all or
+        nothing; refused (409) beyond the bundle's derived availability there. Its version is the
+        derived one (the sum of its components' versions there)."""
+        from inventory.selectors import stock_get
+        from inventory.services import stock_sell
+
+        self.begin()
+        expected_version = None
+        if version is not None:
+            rows = {row["location"]: row for row in stock_get(sku_code=self.items[b].code)["locations"]}
+            current = rows[self.locations[j].code]["version"] if self.locations[j].code in rows else 0
+            expected_version = current if version == "current" else current + 1
+        can = self.bundle_available(b, j)
+        refusal = "version_conflict" if version == "stale" else "insufficient_stock" if quantity > can else None
+        try:
+            if expected_version is None:
+                stock_sell(sku=self.items[b].code, location=self.locations[j].code, quantity=quantity)
+            else:
+                self._adjust(b, j, "sale", quantity, expected_version=expected_version)
+        except DomainError as exc:
+            assert exc.code == refusal, (
+                f"sale of {quantity} x {self.code(b, j)} (version {version}) refused with {exc.code}, expected "
+                f"{refusal}; {can} available there; positions {self.show(self.available())}")
+            return self.stock_changed(set())
+        assert refusal is None, (
+            f"sale of {quantity} x {self.code(b, j)} (version {version}) accepted, expected {refusal}; "
+            f"{can} available there; positions {self.show(self.available())}")
+        for sku, per in BUNDLES[b].items():
+            self.on_hand[(sku, j)] -= quantity * per
+        self.stock_changed(set())
+
+    @rule(b=bundle_index, j=location_index, quantity=st.integers(1, 5),
+          type=st.sampled_from(["receipt", "return", "count", "adjustment", "transfer"]))
+    def bundle_stock_refused(self, b, j, quantity, type):
+        """Any other adjustment of a bundle answers 409 `bundle_has_no_stock` and changes nothing."""
+        self.begin()
+        with pytest.raises(DomainError) as refused:
+            self._adjust(b, j, type, quantity, to=(j + 1) % N_LOCATIONS if type == "transfer" else None)
+        assert refused.value.code == "bundle_has_no_stock", f"{type} of {self.code(b, j)}: {refused.value.code}"
+        self.stock_changed(set())
+
     @rule(j=location_index)
     def toggle_location(self, j):
         from inventory.services import location_update
@@ -410,6 +552,32 @@ class StockMachine(RuleBasedStateMachine):
           channel=st.sampled_from([None, None, "all", "one"]), ttl=st.sampled_from(TTLS),
           waitlist=st.booleans(), order_ref=st.sampled_from(["", "", "", "o1", "o2"]))
     def reserve(self, lines, channel, ttl, waitlist, order_ref):
+        return self._reserve(lines, channel, ttl, waitlist, order_ref)
+
+    @rule(target=reservations, lines=bundle_request(), channel=st.sampled_from([None, None, "all", "one"]),
+          ttl=st.sampled_from(TTLS), waitlist=st.booleans(), order_ref=st.sampled_from(["", "", "o1"]))
+    def reserve_bundles(self, lines, channel, ttl, waitlist, order_ref):
+        """Requests naming bundles (located or not), often with plain lines of their components."""
+        return self._reserve(lines, channel, ttl, waitlist, order_ref)
+
+    def refusal_lines(self, request, channel) -> list[dict]:
+        """`insufficient_stock.lines` (docs/reservations.md): one entry per requested item, in
+        request order, with the units requested and those available where its lines may draw (the
+        locations they name, plus the eligible ones when one names none), before any line took
+        some; a bundle's in bundle units (whole bundles per location, summed)."""
+        available = self.available()
+        detail = []
+        for item in dict.fromkeys(i for i, _, _ in request):
+            mine = [(loc, qty) for i, loc, qty in request if i == item]
+            where = {loc for loc, _ in mine if loc is not None}
+            if any(loc is None for loc, _ in mine):
+                where |= set(self.eligible(channel))
+            units = sum(self.bundle_available(item, j, available) if item in BUNDLES else available.get((item, j), 0)
+                        for j in where)
+            detail.append({"sku": self.items[item].code, "requested": sum(q for _, q in mine), "available": units})
+        return detail
+
+    def _reserve(self, lines, channel, ttl, waitlist, order_ref):
         from reservations.services import reservation_create
 
         self.begin()
@@ -419,18 +587,23 @@ class StockMachine(RuleBasedStateMachine):
         request = merge(lines)
         named = {loc for _, loc, _ in lines if loc is not None}
         refusal = self._expected_refusal(request, channel, order_ref, named)
-        holds, short = ({}, []) if refusal else allocate(request, self.available(), self.eligible(channel))
+        holds, short = ({}, []) if refusal - {"duplicate_order_ref"} else allocate(
+            request, self.available(), self.eligible(channel))
+        if refusal == {"duplicate_order_ref"} and short and not waitlist:
+            # Both are 409s and nothing documents which one a duplicate order_ref that is also short
+            # of stock gets (the code reports the duplicate only when it writes the reservation).
+            refusal = {"duplicate_order_ref", "insufficient_stock"}
         listed_but_inactive = self.listed_but_inactive(channel)
         try:
             reservation = reservation_create(
-                lines=[{"sku": self.skus[i].code, "quantity": q,
+                lines=[{"sku": self.items[i].code, "quantity": q,
                         **({"location": self.locations[j].code} if j is not None else {})} for i, j, q in lines],
                 channel=self.channels[channel] if channel else None, order_ref=order_ref, ttl_seconds=ttl,
                 waitlist=waitlist)
         except DomainError as exc:
-            outcome, reservation = exc.code, None
+            outcome, reservation, refused = exc.code, None, exc
         else:
-            outcome = reservation.status
+            outcome, refused = reservation.status, None
         expected = (refusal if refusal else {"insufficient_stock"} if short and not waitlist
                     else {"waiting"} if short else {"active"})
         if listed_but_inactive:
@@ -441,6 +614,11 @@ class StockMachine(RuleBasedStateMachine):
         assert outcome in expected, (
             f"reservation_create({[(self.code(i, j), q) for i, j, q in lines]}, channel={channel}, "
             f"waitlist={waitlist}) -> {outcome}, model expected {expected}; available {self.show(self.available())}")
+        if refused is not None and outcome == "insufficient_stock":
+            detail = self.refusal_lines(request, channel)
+            assert refused.extra.get("lines") == detail, (
+                f"insufficient_stock for {[(self.code(i, j), q) for i, j, q in lines]} (channel={channel}) "
+                f"answered lines {refused.extra.get('lines')}, model {detail}")
         self.stock_changed(set())
         if reservation is None:
             return multiple()
@@ -448,13 +626,13 @@ class StockMachine(RuleBasedStateMachine):
         rid = str(reservation.pk)
         r = Res(seq=self.seq, status=outcome, channel=channel, order_ref=order_ref, ttl=ttl, request=request,
                 expires_at=reservation.expires_at, created_at=reservation.created_at)
-        db_lines = {(self.sku_of[line.sku_id], self.loc_of.get(line.location_id)): line.quantity
-                    for line in reservation.lines.all()}
+        db_lines = self.lines_of(reservation.lines.all())
         if outcome == "active":
             r.holds = holds
             assert db_lines == holds, f"holds {self.show(db_lines)}, model allocated {self.show(holds)}"
-        else:
-            assert db_lines == {(i, j): q for i, j, q in request}, f"waiting lines {db_lines} != request {request}"
+        else:  # the merged request itself, a bundle's line naming the bundle
+            assert db_lines == {(i, j, None): q for i, j, q in request}, (
+                f"waiting lines {self.show(db_lines)} != request {request}")
         self.res[rid] = r
         return rid
 
@@ -466,8 +644,9 @@ class StockMachine(RuleBasedStateMachine):
         r = self.res[rid]
         expected = {"committed": "committed", "expired": "reservation_expired", "released": "reservation_released",
                     "waiting": "reservation_not_active"}.get(r.status)
+        held = per_position(r.holds)  # a plain line and a bundle's line may hold at one position
         if r.status == "active":
-            short = [key for key, qty in r.holds.items() if self.on_hand.get(key, 0) < qty]
+            short = [key for key, qty in held.items() if self.on_hand.get(key, 0) < qty]
             expected = "insufficient_stock" if short else "committed"
         try:
             outcome = reservation_commit(reservation_id=rid).status
@@ -475,7 +654,7 @@ class StockMachine(RuleBasedStateMachine):
             outcome = exc.code
         assert outcome == expected, f"commit of {self.describe(rid)} ({r.status}) -> {outcome}, expected {expected}"
         if r.status == "active" and outcome == "committed":
-            for key, qty in r.holds.items():
+            for key, qty in held.items():
                 self.on_hand[key] -= qty
             r.status = "committed"
         self.stock_changed(set())
@@ -495,7 +674,7 @@ class StockMachine(RuleBasedStateMachine):
         assert outcome == expected, f"release of {self.describe(rid)} ({r.status}) -> {outcome}, expected {expected}"
         rose = set()
         if r.status == "active":
-            rose = {sku for sku, _ in r.holds}
+            rose = {sku for sku, _, _ in r.holds}
         if r.status in ("active", "waiting"):
             r.status = "released"
         self.stock_changed(rose)
@@ -537,7 +716,7 @@ class StockMachine(RuleBasedStateMachine):
         rose = set()
         for rid in due:
             self.res[rid].status = "expired"
-            rose |= {sku for sku, _ in self.res[rid].holds}
+            rose |= {sku for sku, _, _ in self.res[rid].holds}
         for rid in stale:
             self.res[rid].status = "expired"
         self.stock_changed(rose)
@@ -560,15 +739,17 @@ class StockMachine(RuleBasedStateMachine):
                 continue
             assert db[rid].status == "active", f"sweep left {self.describe(rid)} as {db[rid].status}"
             r = self.res[rid]
-            holds = {(self.sku_of[ln.sku_id], self.loc_of[ln.location_id]): ln.quantity for ln in db[rid].lines.all()}
-            for sku, loc, qty in r.request:
+            holds = self.lines_of(db[rid].lines.all())
+            drawn = self.units_by_item(holds, rid)  # {(item, location): units (whole bundles)}
+            for item, loc, qty in r.request:
                 if loc is not None:
-                    assert holds.get((sku, loc), 0) >= qty, f"sweep ignored the named location of {self.describe(rid)}"
-            by_sku: dict = {}
-            for (sku, loc), qty in holds.items():
-                by_sku[sku] = by_sku.get(sku, 0) + qty
-                taken[(sku, loc)] = taken.get((sku, loc), 0) + qty
-            assert by_sku == {sku: sum(q for s, _, q in r.request if s == sku) for sku, _, _ in r.request}, (
+                    assert drawn.get((item, loc), 0) >= qty, f"sweep ignored the named location of {self.describe(rid)}"
+            by_item: dict = {}
+            for (item, _), units in drawn.items():
+                by_item[item] = by_item.get(item, 0) + units
+            for key, qty in per_position(holds).items():
+                taken[key] = taken.get(key, 0) + qty
+            assert by_item == {item: sum(q for i, _, q in r.request if i == item) for item, _, _ in r.request}, (
                 f"sweep activated {self.describe(rid)} with holds {self.show(holds)}")
             r.status, r.holds, r.expires_at = "active", holds, db[rid].expires_at
         over = {self.code(*key): (qty, available_before.get(key, 0)) for key, qty in taken.items()
@@ -582,10 +763,15 @@ class StockMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ channels
 
     def channel_quantity(self, name: str, i: int) -> int:
+        """Available at the channel's eligible locations (a bundle: the sum over them of its whole
+        bundles there), minus safety stock, minus the buffer."""
         kind, listed, buffer_type, value = CHANNELS[name]
         available = self.available()
-        total = sum(available.get((i, j), 0) for j in range(N_LOCATIONS)
-                    if self.active_location[j] and (listed is None or j in listed))
+        eligible = [j for j in range(N_LOCATIONS) if self.active_location[j] and (listed is None or j in listed)]
+        if i in BUNDLES:
+            total = sum(self.bundle_available(i, j, available) for j in eligible)
+        else:
+            total = sum(available.get((i, j), 0) for j in eligible)
         return buffered(total, SAFETY_STOCK.get(i, 0), buffer_type, value)
 
     def push_and_compare(self):
@@ -594,10 +780,10 @@ class StockMachine(RuleBasedStateMachine):
 
         for name, channel in self.channels.items():
             channel_push(channel_id=channel.pk)
-            computed = channel_quantities(channel=channel, sku_ids=self.sku_ids)
+            computed = channel_quantities(channel=channel, sku_ids=[s.pk for s in self.items])
             pushed = dict(ChannelSkuState.objects.filter(channel=channel).values_list("sku_id", "last_pushed"))
             levels = self.simulator.state.levels(channel.slug)["levels"]
-            for i, sku in enumerate(self.skus):
+            for i, sku in enumerate(self.items):
                 external = f"4400{i}" if channel.kind == "shopify" else sku.code
                 seen = {"model": self.channel_quantity(name, i), "channel_quantities": computed.get(sku.pk),
                         "last_pushed": pushed.get(sku.pk), "simulator": levels.get(external)}
@@ -623,7 +809,9 @@ class StockMachine(RuleBasedStateMachine):
         assert not problems["reserved"], f"invariant 3 (reserved = active lines): {problems['reserved']}"
         overdrawn = checks.overdrawn_reserve_rows(self.sku_ids, after_id=self.first_movement)
         assert not overdrawn, f"a hold took more than was available: {overdrawn}"
-        rows = checks.positions(self.sku_ids)
+        rows = checks.positions(self.sku_ids + self.bundle_ids)
+        own = sorted({r["sku__code"] for (s, _), r in rows.items() if s in self.bundle_ids})
+        assert not own, f"bundles {own} have stock positions of their own (a bundle holds no stock)"
         reserved = self.reserved()
         db = {(self.sku_of[s], self.loc_of[loc]): (r["on_hand"], r["reserved"]) for (s, loc), r in rows.items()}
         model = {key: (self.on_hand.get(key, 0), reserved.get(key, 0)) for key in set(db) | self.existing}
@@ -634,6 +822,39 @@ class StockMachine(RuleBasedStateMachine):
         differ = {self.describe(rid): (statuses[uuid.UUID(rid)], r.status) for rid, r in self.res.items()
                   if statuses[uuid.UUID(rid)] != r.status}
         assert not differ, f"reservation statuses (db, model) differ: {differ}"
+        self.bundles_derived_from_components(rows)
+
+    def bundles_derived_from_components(self, rows: dict):
+        """Each bundle's read (inventory.selectors.stock_get_many, what stock_get answers) is the
+        model's derivation from its components at every location where any of them has a
+        position: on_hand and available min over components of floor(units / units per bundle),
+        reserved the difference, version the sum of the components' versions there (from `rows`,
+        the positions just checked against the model and the ledger); totals sum the locations;
+        `"bundle": true`. Both bundles in one read, so the multi-bundle derivation is checked too."""
+        from inventory.selectors import stock_get_many
+
+        versions = {(self.sku_of[s], self.loc_of[loc]): r["version"] for (s, loc), r in rows.items()}
+        available = self.available()
+        reads = {read["sku"]: read for read in stock_get_many(sku_codes=[b.code for b in self.kits])}
+        for item, parts in BUNDLES.items():
+            expected = {}
+            for j in range(N_LOCATIONS):
+                if not any((sku, j) in versions for sku in parts):
+                    continue  # no component has a position here: the read has no row for it
+                on_hand = bundle_units(item, {sku: self.on_hand.get((sku, j), 0) for sku in parts})
+                units = self.bundle_available(item, j, available)
+                expected[self.locations[j].code] = {
+                    "location": self.locations[j].code, "on_hand": on_hand, "reserved": on_hand - units,
+                    "available": units, "version": sum(versions.get((sku, j), 0) for sku in parts)}
+            read = reads[self.items[item].code]
+            got = {row["location"]: row for row in read["locations"]}
+            assert got == expected, (
+                f"derived stock of bundle {self.items[item].code} per location: read {got}, model {expected}; "
+                f"components {self.show({key: qty for key, qty in available.items() if key[0] in parts})} available")
+            totals = {name: sum(row[name] for row in expected.values())
+                      for name in ("on_hand", "reserved", "available")}
+            assert {name: read[name] for name in totals} == totals and read.get("bundle") is True, (
+                f"bundle {self.items[item].code} totals {read}, model {totals} and bundle=True")
 
     def check_invariants(self, settings, output, runtimes):
         self.clean = False
