@@ -39,7 +39,8 @@ from ingestion.management.loadtools import (
     worker_args,
 )
 from ingestion.models import InboundEvent
-from inventory.models import Location, Sku, StockPosition
+from inventory.models import Location, Sku, StockMovement, StockPosition
+from inventory.selectors import ledger_drift
 from inventory.services import stock_receive
 
 SHOPIFY_SECRET = "bench-shopify-secret"  # noqa: S105 - a throwaway benchmark channel
@@ -67,6 +68,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         api_key = self._setup()
         mark = InboundEvent.objects.aggregate(m=Max("id"))["m"] or 0
+        self.movement_mark = StockMovement.objects.aggregate(m=Max("id"))["m"] or 0
         children: list[subprocess.Popen] = []
         try:
             url = opts["url"]
@@ -226,3 +228,10 @@ class Command(BaseCommand):
             f"p99 {percentile(stats['webhook_latency'], 99) * ms:.1f} ms   (n={len(stats['webhook_latency'])})")
         out(f"batch answer ({opts['batch']:>4} ev) p50 {percentile(stats['batch_latency'], 50) * ms:.1f} ms   "
             f"p99 {percentile(stats['batch_latency'], 99) * ms:.1f} ms   (n={len(stats['batch_latency'])})")
+        # None lost, none applied twice: every stock line is one ledger row (the SKUs have stock
+        # to spare), and positions still equal their ledger.
+        rows = StockMovement.objects.filter(id__gt=self.movement_mark, actor__startswith="ingestion:").count()
+        drift = ledger_drift()
+        out(f"exactness               {rows} ledger rows for {stats['lines']} stock lines "
+            f"({'each applied once' if rows == stats['lines'] else 'MISMATCH'}); "
+            f"ledger drift: {'none' if not drift else f'{len(drift)} positions'}")
