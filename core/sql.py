@@ -8,7 +8,10 @@ table and column names come from model metadata; values are always query paramet
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import date, datetime
+from uuid import UUID
 
 from django.db import connection
 from psycopg import sql
@@ -72,3 +75,28 @@ def sql_unnest(types: Sequence[str]) -> sql.Composable:
 def sql_columns(rows: Sequence[Sequence[object]]) -> list[list[object]]:
     """Rows turned into one list per column, the parameters of `sql_unnest`."""
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+def sql_json_rows(types: Sequence[str]) -> sql.Composable:
+    """`(SELECT (r->>0)::t1, (r->>1)::t2, ... FROM jsonb_array_elements(%s::jsonb) AS e(r))`: a set
+    of rows passed as ONE parameter, a JSON array of arrays (`sql_json_param`). For statements
+    that write hundreds of rows: psycopg dumps a list parameter element by element in Python
+    (`sql_unnest`'s arrays were a fifth of the ingestion drain's CPU), while the json module's
+    encoder is C and PostgreSQL parses the document once. A `jsonb` column takes its element as
+    it is. Use it with an alias: `FROM {rows} AS v(a, b, ...)`. `types` are SQL type names
+    written in code, never data."""
+    columns = ", ".join(f"r->{i}" if kind == "jsonb" else f"(r->>{i})::{kind}" for i, kind in enumerate(types))
+    return sql.SQL(f"(SELECT {columns} FROM jsonb_array_elements(%s::jsonb) AS e(r))")  # noqa: S608 - see docstring
+
+
+def sql_json_param(rows: Sequence[Sequence[object]]) -> str:
+    """The rows of `sql_json_rows` as its one parameter (datetimes as ISO 8601, UUIDs as text)."""
+    return json.dumps(rows, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a JSON row value")

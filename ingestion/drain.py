@@ -18,7 +18,7 @@ from django.utils import timezone
 from channels.models import Channel
 from core.errors import DomainError
 from core.jsonsafe import json_replace_nul, text_clean
-from core.sql import sql_columns, sql_compose, sql_unnest
+from core.sql import sql_compose, sql_json_param, sql_json_rows
 from ingestion.models import InboundEvent
 from ingestion.processing import BatchProcessor, EventResult, Transient
 from ingestion.scheduling import (
@@ -186,11 +186,9 @@ def _process(events: list[InboundEvent], worker: str) -> dict[int, EventResult]:
 
 
 def _events_save(events: list[InboundEvent]) -> None:
-    """Write the batch's statuses in one UPDATE ... FROM unnest(...) (Django's bulk_update builds
-    a CASE per row and field, which costs more than applying the events)."""
-    from psycopg.types.json import Jsonb
-
-    rows = [(e.pk, e.status, e.attempts, e.next_attempt_at, e.error_code, e.last_error, Jsonb(e.outcome),
+    """Write the batch's statuses in one UPDATE ... FROM <rows as one JSON parameter> (Django's
+    bulk_update builds a CASE per row and field, which costs more than applying the events)."""
+    rows = [(e.pk, e.status, e.attempts, e.next_attempt_at, e.error_code, e.last_error, e.outcome,
              e.processed_at, e.processed_by) for e in events]
     sql = sql_compose(
         "UPDATE {table} AS t SET status = v.status, attempts = v.attempts, next_attempt_at = v.next_attempt_at, "
@@ -198,9 +196,10 @@ def _events_save(events: list[InboundEvent]) -> None:
         "processed_by = v.processed_by FROM {rows} AS v(id, status, attempts, next_attempt_at, "
         "error_code, last_error, outcome, processed_at, processed_by) WHERE t.id = v.id",
         table=InboundEvent._meta.db_table,
-        rows=sql_unnest(["bigint", "text", "integer", "timestamptz", "text", "text", "jsonb", "timestamptz", "text"]))
+        rows=sql_json_rows(["bigint", "text", "integer", "timestamptz", "text", "text", "jsonb", "timestamptz",
+                            "text"]))
     with connection.cursor() as cursor:
-        cursor.execute(sql, sql_columns(rows))
+        cursor.execute(sql, [sql_json_param(rows)])
 
 
 def inbound_events_sweep() -> int:

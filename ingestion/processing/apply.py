@@ -33,11 +33,10 @@ from datetime import datetime
 from django.db import connection, models, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from channels.models import Channel, ChannelSkuState
 from core.errors import DomainError
-from core.sql import sql_columns, sql_compose, sql_unnest
+from core.sql import sql_columns, sql_compose, sql_json_param, sql_json_rows
 from ingestion.models import InboundEvent, IngestedOrderLine, LevelDrift, LevelWatermark, OversellIncident
 from ingestion.processing.plan import EventResult, Line, Plan, Transient, plans_make
 from inventory.batch import MovementBatch
@@ -552,13 +551,14 @@ def _column_any(model: type[models.Model], column: str, values: list) -> list:
 
 
 def _order_lines_insert(lines: list[IngestedOrderLine]) -> None:
-    """The batch's new order lines in one INSERT ... SELECT FROM unnest(...)."""
+    """The batch's new order lines in one INSERT ... SELECT, the rows as one JSON parameter."""
     now = timezone.now()
     rows = [(ol.channel_id, ol.order_ref, ol.line_id, ol.sku_id, ol.location_id, ol.ordered, ol.taken, ol.covered,
-             ol.restocked, Jsonb(ol.sources), now, now) for ol in lines]
+             ol.restocked, ol.sources, now, now) for ol in lines]
     with connection.cursor() as cursor:
         cursor.execute(sql_compose(
             "INSERT INTO {table} (channel_id, order_ref, line_id, sku_id, location_id, ordered, taken, covered, "
-            "restocked, sources, created_at, updated_at) SELECT * FROM {rows}", table=IngestedOrderLine._meta.db_table,
-            rows=sql_unnest(["bigint", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
-                             "jsonb", "timestamptz", "timestamptz"])), sql_columns(rows))
+            "restocked, sources, created_at, updated_at) SELECT * FROM {rows} AS r",
+            table=IngestedOrderLine._meta.db_table,
+            rows=sql_json_rows(["bigint", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint",
+                                "jsonb", "timestamptz", "timestamptz"])), [sql_json_param(rows)])
