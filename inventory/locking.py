@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from core.sql import sql_compose
 from inventory.models import StockPosition
@@ -26,17 +27,23 @@ def positions_lock(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], St
     if not wanted:
         return {}
     assert transaction.get_connection().in_atomic_block, "positions_lock needs a transaction"
-    StockPosition.objects.bulk_create(
-        [StockPosition(sku_id=s, location_id=loc) for s, loc in wanted],
-        ignore_conflicts=True,  # ON CONFLICT DO NOTHING: concurrent creators both succeed
-    )
+    skus, locations = [s for s, _ in wanted], [loc for _, loc in wanted]
+    with connection.cursor() as cursor:
+        # Missing positions created in one plain statement, in (sku, location) order (ON CONFLICT
+        # DO NOTHING: concurrent creators both succeed); the ORM's bulk_create built a model
+        # instance per pair, a tenth of the ingestion drain's CPU.
+        cursor.execute(sql_compose(
+            "INSERT INTO {table} (sku_id, location_id, on_hand, reserved, version, updated_at) "
+            "SELECT s, l, 0, 0, 0, %s FROM unnest(%s::bigint[], %s::bigint[]) AS w(s, l) "
+            "ON CONFLICT (sku_id, location_id) DO NOTHING", table=StockPosition._meta.db_table),
+            [timezone.now(), skus, locations])
     # One statement for any number of pairs (an OR of N conditions costs the ORM more than the
     # database): the pairs as two arrays, joined by position.
     rows = StockPosition.objects.raw(
         sql_compose("SELECT * FROM {table} WHERE (sku_id, location_id) IN "
                     "(SELECT * FROM unnest(%s::bigint[], %s::bigint[])) ORDER BY id FOR UPDATE",
                     table=StockPosition._meta.db_table),
-        [[s for s, _ in wanted], [loc for _, loc in wanted]])
+        [skus, locations])
     return {(p.sku_id, p.location_id): p for p in rows}
 
 
