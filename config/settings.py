@@ -106,6 +106,9 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 # the one request that finds it, then is replaced (docs/performance.md); 1 turns it back on.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
 DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool("DB_SERVER_SIDE_BINDING", default=True)
+# Behind a transaction-pooling PgBouncer, Django's docs ask for server-side cursors off (a cursor
+# would outlive the transaction that made it on the pooled connection): DB_TRANSACTION_POOLING=1.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DB_TRANSACTION_POOLING", default=False)
 # No ATOMIC_REQUESTS: services own their transactions (see docs/ARCHITECTURE.md).
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
