@@ -58,16 +58,15 @@ def holds_write(*, reservation: Reservation, plan: Allocation, context: Movement
     unsaved: `reservation_insert` writes them with the reservation row."""
     ctx = reservation_context(reservation=reservation, context=context)
     batch = MovementBatch()
-    touched: list[StockPosition] = []
+    touched: dict[int, StockPosition] = {}  # a bundle's hold and a plain one may share a position
     lines: list[ReservationLine] = []
     for position, quantity, bundle_id in _planned(plan, order):
         batch.apply(position=position, type=MovementType.RESERVE, reserved_delta=quantity, context=ctx)
         lines.append(ReservationLine(reservation=reservation, sku_id=position.sku_id,
                                      location_id=position.location_id, quantity=quantity, bundle_id=bundle_id))
-        if position not in touched:
-            touched.append(position)
+        touched[position.pk] = position
     batch.flush()
-    return touched, lines
+    return list(touched.values()), lines
 
 
 _RESERVATION_COLUMNS = ("id", "status", "channel_id", "order_ref", "ttl_seconds", "expires_at", "created_by_id",
