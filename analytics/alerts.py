@@ -49,6 +49,7 @@ from django.core.mail import send_mail
 from django.db import connection, transaction
 from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
+from psycopg import sql
 
 from analytics.models import Alert, AlertDelivery, AlertDirty, AlertSubscription
 from analytics.selectors import _ceil_div, available_totals, units_sold
@@ -58,7 +59,7 @@ from core.errors import NotFound
 from core.oncommit import enqueue_on_commit
 from core.sql import sql_compose
 from ingestion.models import OversellIncident
-from inventory.hooks import StockChange
+from inventory.hooks import ReactionStatement, StockChange, statement_form
 from inventory.models import BundleComponent, Sku
 
 logger = logging.getLogger(__name__)
@@ -76,16 +77,27 @@ KINDS = [k for k, _ in Alert.KINDS]
 # ------------------------------------------------------------------------------------ the hook
 
 
+def _mark_sql(skus: sql.Composable) -> str:
+    return sql_compose(
+        "INSERT INTO {dirty} (sku_id, marked_at) SELECT s, now() FROM unnest({skus}) AS s "
+        "ORDER BY s ON CONFLICT (sku_id) DO UPDATE SET marked_at = EXCLUDED.marked_at RETURNING sku_id",
+        dirty=AlertDirty._meta.db_table, skus=skus)
+
+
+def _alerts_statement() -> ReactionStatement:
+    """The statement form (inventory.hooks): the same marks over the changed rows (DISTINCT:
+    an upsert may not touch one row twice; array_agg's DISTINCT also sorts)."""
+    return ReactionStatement(sql=_mark_sql(sql.SQL("(SELECT array_agg(DISTINCT sku_id) FROM changed)::bigint[]")))
+
+
+@statement_form(_alerts_statement)
 def alerts_on_stock_change(change: StockChange) -> None:
     """Stock-change reaction: mark the changed SKUs for evaluation (one statement, SKU order, so
     concurrent stock transactions lock marks in one order). DO UPDATE (not DO NOTHING) locks the
     mark until this transaction ends, so the evaluator skips it until the change is visible."""
     sku_ids = sorted({p.sku_id for p in change.positions})
     with connection.cursor() as cursor:
-        cursor.execute(sql_compose(
-            "INSERT INTO {dirty} (sku_id, marked_at) SELECT s, now() FROM unnest(%s::bigint[]) AS s "
-            "ORDER BY s ON CONFLICT (sku_id) DO UPDATE SET marked_at = EXCLUDED.marked_at",
-            dirty=AlertDirty._meta.db_table), [sku_ids])
+        cursor.execute(_mark_sql(sql.SQL("%s::bigint[]")), [sku_ids])
 
 
 # ------------------------------------------------------------------------------------ selectors

@@ -196,6 +196,11 @@ RESERVATION_EXPIRY_BATCH_SIZE = env.int("RESERVATION_EXPIRY_BATCH_SIZE", default
 # What reacts to a stock change, inside its transaction, in this order (inventory.hooks):
 # waiting reservations take freed units first, then the channel outbox marks every position the
 # transaction changed (the waitlist's included) in one statement.
+# A plain sale runs as one statement with the reactions' statement forms (inventory.sale_statement);
+# off: every sale takes the general locking path (kept for comparison and for its tests).
+STOCK_SALE_ONE_STATEMENT = env.bool("STOCK_SALE_ONE_STATEMENT", default=True)
+# Likewise a checkout reservation held whole at the first eligible location (reservations.create_statement).
+RESERVATION_ONE_STATEMENT = env.bool("RESERVATION_ONE_STATEMENT", default=True)
 STOCK_CHANGE_REACTIONS = [
     "reservations.waitlist.waitlist_on_stock_change",
     "channels.propagation.outbox_on_stock_change",

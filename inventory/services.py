@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -39,6 +40,8 @@ from inventory.catalog import (  # noqa: F401 - re-exported
 from inventory.hooks import positions_changed  # noqa: F401 - the services' one exit, re-exported
 from inventory.locking import positions_lock
 from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
+from inventory.one_statement import ledger_insert
+from inventory.sale_statement import sale_in_one_statement
 from inventory.snapshots import (  # noqa: F401 - re-exported: bucketed, changed-only, rolled up, pruned
     snapshot_maintain,
     snapshot_prune,
@@ -193,13 +196,9 @@ def _movement_sql() -> str:
         "reserved = reserved + %(reserved_delta)s, version = version + 1, updated_at = %(now)s "
         "WHERE id = %(id)s AND on_hand + %(on_hand_delta)s >= 0 AND reserved + %(reserved_delta)s >= 0 "
         "AND (%(reserved_delta)s <= 0 OR on_hand + %(on_hand_delta)s >= reserved + %(reserved_delta)s) "
-        "RETURNING id, sku_id, location_id, on_hand, reserved) "
-        "INSERT INTO {movement} (position_id, sku_id, location_id, type, on_hand_delta, reserved_delta, "
-        "on_hand_after, reserved_after, source, reference, event_key, actor, occurred_at, recorded_at, metadata, "
-        "reservation_id) SELECT id, sku_id, location_id, %(type)s, %(on_hand_delta)s, %(reserved_delta)s, on_hand, "
-        "reserved, %(source)s, %(reference)s, %(event_key)s, %(actor)s, %(occurred_at)s, %(now)s, %(metadata)s, "
-        "%(reservation_id)s FROM moved RETURNING id, on_hand_after, reserved_after",
-        position=StockPosition._meta.db_table, movement=StockMovement._meta.db_table)
+        "RETURNING id, sku_id, location_id, on_hand, reserved), "
+        "ledger AS ({ledger}) SELECT ledger.id, moved.on_hand, moved.reserved FROM moved, ledger",
+        position=StockPosition._meta.db_table, ledger=ledger_insert())
 
 
 # ------------------------------------------------------------------------------ validation
@@ -288,6 +287,14 @@ def stock_adjust(
     """
     context = context or MovementContext()
     _validate(type, quantity, to_location)
+    if (type == "sale" and settings.STOCK_SALE_ONE_STATEMENT and isinstance(sku, str)
+            and isinstance(location, str)):
+        # The common sale in one statement (inventory.sale_statement); None: this path decides.
+        sold = sale_in_one_statement(
+            sku=sku, location=location, quantity=quantity, expected_version=expected_version, context=context,
+            replay_keys=[context.event_key, context.event_key + TRANSFER_IN_SUFFIX] if context.event_key else [])
+        if sold is not None:
+            return AdjustmentResult(movements=[sold[0]], positions=[sold[1]])
     if context.event_key and (replayed := _replay(context.event_key)):
         return replayed
     sku_obj, location_obj, to_location_obj = _codes_resolve(sku, location, to_location)

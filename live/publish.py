@@ -26,7 +26,7 @@ import redis
 from django.conf import settings
 
 from inventory.bundles import bundles_containing
-from inventory.hooks import StockChange
+from inventory.hooks import ReactionStatement, StockChange, statement_form
 from live.keys import live_keys
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,12 @@ class _LivePublish:
 _LIVE_PUBLISH = _LivePublish()
 
 
+def _publish_statement() -> ReactionStatement:
+    """The statement form (inventory.hooks): nothing in the statement, the announcement after it."""
+    return ReactionStatement(after_commit=lambda change, _returned: stock_change_publish(change))
+
+
+@statement_form(_publish_statement)
 def stock_change_publish(change: StockChange) -> None:
     """Stock-change reaction: announce the changed SKUs once the transaction commits (last in
     STOCK_CHANGE_REACTIONS, so positions the waitlist changed are included)."""

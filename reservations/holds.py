@@ -69,7 +69,7 @@ def holds_write(*, reservation: Reservation, plan: Allocation, context: Movement
     return list(touched.values()), lines
 
 
-_RESERVATION_COLUMNS = ("id", "status", "channel_id", "order_ref", "ttl_seconds", "expires_at", "created_by_id",
+RESERVATION_COLUMNS = ("id", "status", "channel_id", "order_ref", "ttl_seconds", "expires_at", "created_by_id",
                         "created_at", "updated_at", "activated_at", "closed_at", "closed_by", "request_key")
 
 
@@ -80,8 +80,8 @@ def _insert_sql() -> str:
         "INSERT INTO {lines} (reservation_id, sku_id, location_id, quantity, committed, bundle_id) "
         "SELECT %s, sku_id, location_id, quantity, 0, bundle_id FROM {rows} AS l(sku_id, location_id, quantity, "
         "bundle_id) RETURNING id",
-        reservations=Reservation._meta.db_table, columns=_RESERVATION_COLUMNS,
-        values=sql.SQL(", ").join([sql.Placeholder()] * len(_RESERVATION_COLUMNS)),
+        reservations=Reservation._meta.db_table, columns=RESERVATION_COLUMNS,
+        values=sql.SQL(", ").join([sql.Placeholder()] * len(RESERVATION_COLUMNS)),
         lines=ReservationLine._meta.db_table, rows=sql_unnest(("bigint", "bigint", "integer", "bigint")))
 
 

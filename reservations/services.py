@@ -21,6 +21,7 @@ import uuid
 from datetime import datetime, timedelta
 from functools import cache
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -39,6 +40,7 @@ from reservations.allocation import (
     location_ids_for,
     stock_sku_ids,
 )
+from reservations.create_statement import reservation_create_in_one_statement
 from reservations.expiry import reservations_expire  # noqa: F401 - re-exported: the beat task calls it
 from reservations.holds import held_at as _held_at
 from reservations.holds import holds_write, reservation_context, reservation_insert
@@ -181,12 +183,18 @@ def reservation_create(
     channel_obj = _channel_resolve(channel)
     if channel_obj is not None and not channel_obj.active:
         raise Conflict(f"Channel '{channel_obj.slug}' is not active.", code="channel_inactive")
-    resolved = _lines_resolve_fast(lines, channel_obj)
-    requests, skus, eligible, locations = resolved or _lines_resolve(lines, channel_obj)
+    fast = _lines_resolve_fast(lines, channel_obj)
+    requests, skus, eligible, locations = fast[0] if fast else _lines_resolve(lines, channel_obj)
+    context = context or MovementContext()
     try:
-        reservation, written = _reservation_create_atomic(requests, skus, eligible, channel_obj, order_ref, ttl,
-                                                          bool(waitlist), created_by, context or MovementContext(),
-                                                          request_key)
+        # The common checkout in one statement (reservations.create_statement); None: the
+        # general path decides (splits, refusals, the waitlist).
+        made = reservation_create_in_one_statement(
+            requests=requests, eligible=eligible, available=fast[1], channel=channel_obj, order_ref=order_ref,
+            ttl=ttl, created_by=created_by, context=context, request_key=request_key,
+        ) if fast is not None and settings.RESERVATION_ONE_STATEMENT else None
+        reservation, written = made or _reservation_create_atomic(
+            requests, skus, eligible, channel_obj, order_ref, ttl, bool(waitlist), created_by, context, request_key)
     except IntegrityError as exc:
         if request_key and "request_key" in str(exc):  # this very request ran before: its answer
             return Reservation.objects.prefetch_related("lines__sku", "lines__location", "lines__bundle").get(
@@ -214,22 +222,30 @@ def _resolve_sql() -> str:
     # The SKUs asked for (kind 0) and the channel's eligible locations (kind 1) in one statement:
     # the locations it lists that are active, or every active location when it lists none (or
     # there is no channel), in priority order, as reservations.allocation.eligible_locations.
+    # Kind 2: the units available of those SKUs per location, unlocked (a snapshot): where the
+    # one-statement reservation tries to hold each line (reservations.create_statement).
     return sql_compose(
-        "SELECT 0, id, code, active AND NOT is_bundle, 0 FROM {sku} WHERE code = ANY(%(codes)s) "
-        "UNION ALL SELECT 1, l.id, l.code, l.active, l.priority FROM {location} l WHERE l.active AND "
+        "SELECT 0, id, code, active AND NOT is_bundle, 0, 0::bigint FROM {sku} WHERE code = ANY(%(codes)s) "
+        "UNION ALL SELECT 1, l.id, l.code, l.active, l.priority, 0 FROM {location} l WHERE l.active AND "
         "(NOT EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s) "
         " OR EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s AND c.location_id = l.id)) "
+        "UNION ALL SELECT 2, p.sku_id, '', true, p.location_id, p.on_hand - p.reserved FROM {position} p "
+        "JOIN {sku} s ON s.id = p.sku_id WHERE s.code = ANY(%(codes)s) "
         "ORDER BY 1, 5, 3",
-        sku=Sku._meta.db_table, location=Location._meta.db_table, listed=Channel.locations.through._meta.db_table)
+        sku=Sku._meta.db_table, location=Location._meta.db_table, listed=Channel.locations.through._meta.db_table,
+        position=StockPosition._meta.db_table)
 
 
-def _lines_resolve_fast(lines: object, channel: Channel | None) -> tuple[list[LineRequest], dict[int, Sku],
-                                                                        list[Location], dict[int, Location]] | None:
+Resolved = tuple[list[LineRequest], dict[int, Sku], list[Location], dict[int, Location]]
+
+
+def _lines_resolve_fast(lines: object, channel: Channel | None) -> tuple[Resolved, dict[tuple[int, int], int]] | None:
     """`_lines_resolve` for the checkout hot path, in one query instead of two ORM queries: lines
     that name no location, SKUs that exist and are active. Anything else (a named location, an
     unknown or inactive SKU, a malformed line) returns None, and `_lines_resolve` decides, with
     its refusals, so there is one set of rules. The answers are the same: merged requests, SKUs,
-    eligible locations in priority order, and the locations by id."""
+    eligible locations in priority order, and the locations by id; and, unlocked, the units
+    available per (SKU id, location id)."""
     if not isinstance(lines, list) or not 1 <= len(lines) <= max_lines():
         return None
     codes: list[str] = []
@@ -247,11 +263,14 @@ def _lines_resolve_fast(lines: object, channel: Channel | None) -> tuple[list[Li
         rows = cursor.fetchall()
     skus_by_code: dict[str, Sku] = {}
     eligible: list[Location] = []
-    for kind, pk, code, active, priority in rows:
+    available: dict[tuple[int, int], int] = {}
+    for kind, pk, code, active, priority, units in rows:
         if kind == 0:
             skus_by_code[code] = Sku(pk=pk, code=code, active=active)
-        else:
+        elif kind == 1:
             eligible.append(Location(pk=pk, code=code, active=active, priority=priority))
+        else:
+            available[(pk, priority)] = units
     if len(skus_by_code) != len(set(codes)) or not all(sku.active for sku in skus_by_code.values()):
         return None  # an unknown or inactive SKU (`_lines_resolve` refuses it), or a bundle (it expands it)
     requests = lines_merge([LineRequest(sku_id=skus_by_code[line["sku"]].pk, quantity=line["quantity"])
@@ -259,7 +278,7 @@ def _lines_resolve_fast(lines: object, channel: Channel | None) -> tuple[list[Li
     if any(r.quantity > MAX_QUANTITY for r in requests):
         return None
     return (requests, {s.pk: s for s in skus_by_code.values()}, eligible,
-            {loc.pk: loc for loc in eligible})
+            {loc.pk: loc for loc in eligible}), available
 
 
 @transaction.atomic(durable=True)

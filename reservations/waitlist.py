@@ -30,7 +30,7 @@ from django.utils import timezone
 from core.errors import DomainError
 from core.oncommit import enqueue_on_commit
 from inventory.bundles import bundle_components
-from inventory.hooks import StockChange
+from inventory.hooks import ReactionStatement, StockChange, statement_form
 from inventory.locking import positions_lock_for_skus, positions_lock_nowait
 from inventory.models import StockPosition
 from reservations.allocation import LineRequest, allocate, eligible_locations, location_ids_for, stock_sku_ids
@@ -49,6 +49,8 @@ def waitlist_max_seconds() -> int:
     return int(getattr(settings, "RESERVATION_WAITLIST_MAX_SECONDS", 7 * 86400))
 
 
+# Statement forms are asked only for changes that raise no availability: nothing to activate.
+@statement_form(ReactionStatement)
 def waitlist_on_stock_change(change: StockChange) -> list[StockPosition]:
     """Stock-change reaction (settings.STOCK_CHANGE_REACTIONS, first): when availability rose,
     activate waiting reservations in this transaction. Returns the positions it changed, so the

@@ -10,6 +10,7 @@ from datetime import timedelta
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from psycopg import sql
 
 from channels.models import (
     Channel,
@@ -21,7 +22,7 @@ from channels.propagation.base import (
 )
 from channels.ratelimit import wake_claim
 from core.sql import sql_compose
-from inventory.hooks import StockChange
+from inventory.hooks import ReactionStatement, StockChange, statement_form
 from inventory.models import BundleComponent
 
 logger = logging.getLogger(__name__)
@@ -43,23 +44,32 @@ def pairs_mark_dirty(*, sku_ids: Iterable[int], location_ids: Iterable[int] | No
     params = {"skus": sku_ids, "force": force,
               "locs": sorted(set(location_ids)) if location_ids is not None else None,
               "channels": sorted(set(channel_ids)) if channel_ids is not None else None}
-    sql = sql_compose("""
+    statement = _mark_sql(skus=sql.SQL("%(skus)s::bigint[]"), locs=sql.SQL("%(locs)s::bigint[]"),
+                          channels=sql.SQL("%(channels)s::bigint[]"), force=sql.SQL("%(force)s"))
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return sorted({row[0] for row in cursor.fetchall()})
+
+
+def _mark_sql(*, skus: sql.Composable, locs: sql.Composable, channels: sql.Composable, force: sql.Composable) -> str:
+    """The marking upsert, its inputs given as SQL (parameters, or a statement form's `changed`)."""
+    return sql_compose("""
         INSERT INTO {pair}
             (channel_id, sku_id, generation, force, marked_at, next_attempt_at, attempts,
              first_error, last_error)
-        SELECT l.channel_id, l.sku_id, 1, %(force)s, clock_timestamp(), clock_timestamp(), 0, '', ''
+        SELECT l.channel_id, l.sku_id, 1, {force}, clock_timestamp(), clock_timestamp(), 0, '', ''
         -- The SKUs, and every bundle made of them (its derived quantity moves with them): a
         -- UNION, so each side uses its index (an OR here made the listings a sequential scan).
-        FROM (SELECT unnest(%(skus)s::bigint[]) AS sku_id
-              UNION SELECT bc.bundle_id FROM {component} bc WHERE bc.component_id = ANY(%(skus)s::bigint[])) w
+        FROM (SELECT unnest({skus}) AS sku_id
+              UNION SELECT bc.bundle_id FROM {component} bc WHERE bc.component_id = ANY({skus})) w
         JOIN {listing} l ON l.sku_id = w.sku_id
         JOIN {channel} c ON c.id = l.channel_id
         WHERE c.active AND c.push_enabled
-          AND (%(channels)s::bigint[] IS NULL OR l.channel_id = ANY(%(channels)s::bigint[]))
-          AND (%(locs)s::bigint[] IS NULL
+          AND ({channels} IS NULL OR l.channel_id = ANY({channels}))
+          AND ({locs} IS NULL
                OR NOT EXISTS (SELECT 1 FROM {through} cl WHERE cl.channel_id = c.id)
                OR EXISTS (SELECT 1 FROM {through} cl
-                          WHERE cl.channel_id = c.id AND cl.location_id = ANY(%(locs)s::bigint[])))
+                          WHERE cl.channel_id = c.id AND cl.location_id = ANY({locs})))
         ORDER BY l.channel_id, l.sku_id
         ON CONFLICT (channel_id, sku_id) DO UPDATE SET
             generation = {pair}.generation + 1,
@@ -72,10 +82,8 @@ def pairs_mark_dirty(*, sku_ids: Iterable[int], location_ids: Iterable[int] | No
             budget_held = false
         RETURNING channel_id
     """, pair=DirtyPair._meta.db_table, listing=ChannelListing._meta.db_table, channel=Channel._meta.db_table,
-                      through=Channel.locations.through._meta.db_table, component=BundleComponent._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return sorted({row[0] for row in cursor.fetchall()})
+                      through=Channel.locations.through._meta.db_table, component=BundleComponent._meta.db_table,
+                      skus=skus, locs=locs, channels=channels, force=force)
 
 
 class _ChannelWake:
@@ -106,6 +114,17 @@ def channels_wake_on_commit(channel_ids: Iterable[int]) -> None:
         enqueue_on_commit(_CHANNEL_WAKE, channel_ids)
 
 
+def _outbox_statement() -> ReactionStatement:
+    """The statement form (inventory.hooks): the same marking over the changed rows, and the
+    channels woken on commit."""
+    return ReactionStatement(
+        sql=_mark_sql(skus=sql.SQL("(SELECT array_agg(sku_id) FROM changed)::bigint[]"),
+                      locs=sql.SQL("(SELECT array_agg(location_id) FROM changed)::bigint[]"),
+                      channels=sql.SQL("NULL::bigint[]"), force=sql.SQL("false")),
+        after_commit=lambda _change, channel_ids: channels_wake_on_commit(channel_ids))
+
+
+@statement_form(_outbox_statement)
 def outbox_on_stock_change(change: StockChange) -> None:
     """Stock-change reaction (settings.STOCK_CHANGE_REACTIONS, last): mark the affected pairs
     dirty in the stock transaction (one ordered statement) and wake their channels' push tasks

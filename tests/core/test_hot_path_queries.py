@@ -131,10 +131,57 @@ def test_a_reservation_of_many_lines_costs_no_more_statements(api, stocked):
     with CaptureQueriesContext(connection) as captured:
         response = api.post("/api/v1/reservations/", body, format="json", HTTP_IDEMPOTENCY_KEY="r-many")
     assert response.status_code == 201, response.content
-    assert len(captured.captured_queries) == 11
+    assert len(captured.captured_queries) == 6
 
 
-def test_a_sale_is_a_fixed_set_of_statements(api, stocked):
+def test_a_reservation_held_at_one_location_is_one_statement(api, stocked):
+    _warm(api, stocked)
+    body = {"lines": [{"sku": stocked.code, "quantity": 7}], "ttl_seconds": 600}
+    with CaptureQueriesContext(connection) as captured:
+        response = api.post("/api/v1/reservations/", body, format="json", HTTP_IDEMPOTENCY_KEY="r-one")
+    assert response.status_code == 201, response.content
+    assert [(line["quantity"], line["location"]) for line in response.json()["lines"]] == [(7, "store")]
+    assert _statements(captured) == [
+        "INSERT core_idempotencyrecord",      # the Idempotency-Key claim
+        "SELECT inventory_sku",               # SKUs, eligible locations, and (unlocked) units per location
+        "SAVEPOINT",                          # none in production: the statement is its own transaction
+        "WITH INSERT unnest",                 # lock, hold, ledger rows, reservation + lines, outbox and alert marks
+        "RELEASE",
+        "UPDATE core_idempotencyrecord",      # the answer stored for replays
+    ]
+
+
+def test_a_sale_is_one_statement(api, stocked):
+    _warm(api, stocked)
+    body = {"sku": stocked.code, "location": "wh", "type": "sale", "quantity": 1}
+    with CaptureQueriesContext(connection) as captured:
+        response = api.post("/api/v1/stock/adjustments/", body, format="json", HTTP_IDEMPOTENCY_KEY="s-1")
+    assert response.status_code == 201, response.content
+    assert _statements(captured) == [
+        "INSERT core_idempotencyrecord",      # the Idempotency-Key claim
+        "SAVEPOINT",                          # none in production: the statement is its own transaction
+        "WITH INSERT inventory_stockposition",  # codes, conditional UPDATE, ledger row, outbox and alert marks
+        "RELEASE",
+        "UPDATE core_idempotencyrecord",
+    ]
+    position = response.json()["positions"][0]
+    assert (position["on_hand"], position["version"]) == (49, 2)
+
+
+def test_a_refused_sale_takes_the_general_path(api, stocked):
+    _warm(api, stocked)
+    body = {"sku": stocked.code, "location": "wh", "type": "sale", "quantity": 51}
+    with CaptureQueriesContext(connection) as captured:
+        response = api.post("/api/v1/stock/adjustments/", body, format="json", HTTP_IDEMPOTENCY_KEY="s-2")
+    assert response.status_code == 409 and response.json()["available"] == 50
+    # the one statement sold nothing; the general path locks, decides and refuses
+    assert _statements(captured)[:5] == ["INSERT core_idempotencyrecord", "SAVEPOINT",
+                                         "WITH INSERT inventory_stockposition", "RELEASE",
+                                         "SELECT inventory_stockmovement"]
+
+
+def test_a_sale_on_the_general_path_is_a_fixed_set_of_statements(api, stocked, settings):
+    settings.STOCK_SALE_ONE_STATEMENT = False
     _warm(api, stocked)
     body = {"sku": stocked.code, "location": "wh", "type": "sale", "quantity": 1}
     with CaptureQueriesContext(connection) as captured:

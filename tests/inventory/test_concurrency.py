@@ -1,15 +1,18 @@
 """Races with real threads, each on its own PostgreSQL connection.
 
-These tests fail if the row lock or the conditional update is removed: without the lock,
+These tests fail if the row lock, the conditional update or the one-statement sale's condition
+(inventory.sale_statement) is removed: without the lock,
 sellers decide on stale numbers and either oversell (CHECK violation instead of a clean 409) or
 write ledger rows whose `on_hand_after` repeat; without pk-ordered locking, opposite transfers
 deadlock.
 """
 
 import pytest
+from django.db import transaction
 
 from core.errors import InsufficientStock
 from inventory import selectors, services
+from inventory.locking import positions_lock
 from inventory.models import StockMovement, StockPosition
 from tests.conftest import run_concurrently
 from tests.factories import LocationFactory, SkuFactory
@@ -17,7 +20,15 @@ from tests.factories import LocationFactory, SkuFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_fifty_concurrent_sellers_of_twenty_units_sell_exactly_twenty():
+@pytest.fixture(params=[True, False], ids=["one-statement", "general"])
+def sale_path(request, settings):
+    """Sales both ways: the one-statement sale (its guard is the UPDATE's re-checked condition)
+    and the general path (its guard is the row lock)."""
+    settings.STOCK_SALE_ONE_STATEMENT = request.param
+    return request.param
+
+
+def test_fifty_concurrent_sellers_of_twenty_units_sell_exactly_twenty(sale_path):
     # given
     sku = SkuFactory(code="HOT")
     location = LocationFactory(code="wh")
@@ -40,6 +51,35 @@ def test_fifty_concurrent_sellers_of_twenty_units_sell_exactly_twenty():
     # Serialized by the lock: each sale saw the previous one's result.
     afters = sorted(StockMovement.objects.filter(type="sale").values_list("on_hand_after", flat=True))
     assert afters == list(range(20))
+    assert selectors.ledger_drift() == []
+
+
+def test_concurrent_sellers_never_take_reserved_units(sale_path):
+    # given: 20 on hand, 5 of them held by a checkout
+    sku = SkuFactory(code="HELD")
+    location = LocationFactory(code="wh")
+    services.stock_receive(sku=sku.code, location=location.code, quantity=20)
+    position = StockPosition.objects.get(sku=sku, location=location)
+    with transaction.atomic():
+        locked = positions_lock([(sku.pk, location.pk)])[(sku.pk, location.pk)]
+        services.movement_apply(position=locked, type="reserve", reserved_delta=5,
+                                context=services.MovementContext(source="test"))
+
+    # when: 40 sellers of 1 unit, each with its own event key
+    def sell(n):
+        return services.stock_sell(sku=sku.code, location=location.code, quantity=1,
+                                   context=services.MovementContext(event_key=f"held-{n}"))
+
+    outcomes = run_concurrently(sell, [(n,) for n in range(40)])
+
+    # then: exactly the 15 free units were sold; the held ones were not
+    sold = [o for o in outcomes if isinstance(o, services.AdjustmentResult)]
+    assert [o for o in outcomes if not isinstance(o, services.AdjustmentResult | InsufficientStock)] == []
+    assert len(sold) == 15
+    position.refresh_from_db()
+    assert (position.on_hand, position.reserved, position.version) == (5, 5, 17)
+    afters = sorted(StockMovement.objects.filter(type="sale").values_list("on_hand_after", flat=True))
+    assert afters == list(range(5, 20))
     assert selectors.ledger_drift() == []
 
 

@@ -1,8 +1,9 @@
 """Races with real concurrency: a real threaded HTTP server (pytest-django `live_server`) hit by
 real client threads, and service calls from threads with their own PostgreSQL connections.
 
-These fail if the position lock, the pk lock order, SKIP LOCKED in the expiry sweep or the
-reservation row lock is removed: oversold units (or CHECK violations answered as 500s),
+These fail if the position lock, the pk lock order, SKIP LOCKED in the expiry sweep, the
+reservation row lock, or the one-statement reservation's condition or all-or-nothing check
+(reservations.create_statement) is removed: oversold units (or CHECK violations answered as 500s),
 deadlocks (500s), a reservation released twice, or a commit and an expiry both applied.
 """
 
@@ -70,7 +71,15 @@ def key(make_key):
     return make_key("reservations:write")
 
 
-def test_stampede_of_200_clients_on_50_units_over_http(live_server, key):
+@pytest.fixture(params=[True, False], ids=["one-statement", "general"])
+def reservation_path(request, settings):
+    """Checkouts both ways: the one-statement reservation (guarded by the UPDATE's re-checked
+    condition and its all-or-nothing check) and the general path (guarded by the row locks)."""
+    settings.RESERVATION_ONE_STATEMENT = request.param
+    return request.param
+
+
+def test_stampede_of_200_clients_on_50_units_over_http(live_server, key, reservation_path):
     LocationFactory(code="wh")
     SkuFactory(code="HOT")
     stock.stock_receive(sku="HOT", location="wh", quantity=50)
@@ -83,7 +92,7 @@ def test_stampede_of_200_clients_on_50_units_over_http(live_server, key):
     assert StockPosition.objects.get(sku__code="HOT").on_hand == 50
 
 
-def test_stampede_of_two_line_carts_sharing_one_hot_sku(live_server, key):
+def test_stampede_of_two_line_carts_sharing_one_hot_sku(live_server, key, reservation_path):
     LocationFactory(code="wh", priority=10)
     LocationFactory(code="store", priority=20)
     SkuFactory(code="HOT")

@@ -1,0 +1,98 @@
+"""The one-statement reservation (reservations.create_statement): all lines or none, and the
+general path whenever it cannot hold a line whole where its unlocked read said units were."""
+
+from __future__ import annotations
+
+import pytest
+
+from channels.models import DirtyPair
+from inventory import selectors as stock_selectors
+from inventory import services as stock
+from inventory.models import StockMovement, StockPosition
+from inventory.services import MovementContext
+from reservations import services
+from reservations.allocation import LineRequest
+from reservations.create_statement import reservation_create_in_one_statement
+from reservations.models import Reservation, ReservationLine
+from tests.factories import LocationFactory, SkuFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def wh():
+    return LocationFactory(code="wh", priority=10)
+
+
+@pytest.fixture
+def store():
+    return LocationFactory(code="store", priority=20)
+
+
+def _create(requests, eligible, available):
+    return reservation_create_in_one_statement(
+        requests=requests, eligible=eligible, available=available, channel=None, order_ref="", ttl=600,
+        created_by=None, context=MovementContext(source="test"), request_key=None)
+
+
+def _state():
+    return (list(StockPosition.objects.order_by("pk").values_list("on_hand", "reserved", "version")),
+            StockMovement.objects.count(), Reservation.objects.count(), ReservationLine.objects.count(),
+            DirtyPair.objects.count())
+
+
+def test_a_line_that_cannot_be_held_undoes_the_lines_that_could(wh):
+    # given: A has 10 units; B had units when the caller read, but none now
+    a, b = SkuFactory(code="A"), SkuFactory(code="B")
+    stock.stock_receive(sku="A", location="wh", quantity=10)
+    stock.stock_receive(sku="B", location="wh", quantity=3)
+    stock.stock_sell(sku="B", location="wh", quantity=3)
+    before = _state()
+
+    # when: the read said both could be held at wh
+    made = _create([LineRequest(sku_id=a.pk, quantity=2), LineRequest(sku_id=b.pk, quantity=1)], [wh],
+                   {(a.pk, wh.pk): 10, (b.pk, wh.pk): 3})
+
+    # then: nothing at all was written (A's hold undone too), and the caller takes the general path
+    assert made is None
+    assert _state() == before
+
+
+def test_a_line_no_single_location_can_hold_is_left_to_the_general_path(wh, store):
+    sku = SkuFactory(code="SPLIT")
+    stock.stock_receive(sku="SPLIT", location="wh", quantity=5)
+    stock.stock_receive(sku="SPLIT", location="store", quantity=5)
+    before = _state()
+    assert _create([LineRequest(sku_id=sku.pk, quantity=8)], [wh, store], {(sku.pk, wh.pk): 5,
+                                                                             (sku.pk, store.pk): 5}) is None
+    assert _state() == before
+    # the service then splits it, as it always did
+    reservation = services.reservation_create(lines=[{"sku": "SPLIT", "quantity": 8}])
+    assert sorted((line.location.code, line.quantity) for line in reservation.lines.all()) == [("store", 3),
+                                                                                                 ("wh", 5)]
+
+
+def test_each_line_is_held_at_the_first_eligible_location_with_its_units(wh, store):
+    a, b = SkuFactory(code="A"), SkuFactory(code="B")
+    stock.stock_receive(sku="A", location="wh", quantity=1)
+    stock.stock_receive(sku="A", location="store", quantity=9)
+    stock.stock_receive(sku="B", location="wh", quantity=4)
+
+    reservation = services.reservation_create(lines=[{"sku": "B", "quantity": 2}, {"sku": "A", "quantity": 3}],
+                                              order_ref="o-1")
+
+    assert reservation.status == "active"
+    lines = [(line.sku.code, line.location.code, line.quantity) for line in reservation.lines.all()]
+    assert lines == [("B", "wh", 2), ("A", "store", 3)]  # in the client's order
+    stored = list(ReservationLine.objects.filter(reservation=reservation).order_by("pk")
+                  .values_list("sku__code", "location__code", "quantity"))
+    assert stored == lines
+    moves = StockMovement.objects.filter(reservation=reservation)
+    assert sorted(moves.values_list("sku__code", "reserved_delta", "reference")) == [("A", 3, "o-1"), ("B", 2, "o-1")]
+    assert StockPosition.objects.get(sku=a, location=store).reserved == 3
+    assert StockPosition.objects.get(sku=b, location=wh).reserved == 2
+    assert stock_selectors.ledger_drift() == []
+    # and it commits like any reservation
+    services.reservation_commit(reservation_id=reservation.pk)
+    assert StockPosition.objects.get(sku=a, location=store).on_hand == 6
+    assert stock_selectors.ledger_drift() == []
