@@ -109,6 +109,13 @@ DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool
 # Behind a transaction-pooling PgBouncer, Django's docs ask for server-side cursors off (a cursor
 # would outlive the transaction that made it on the pooled connection): DB_TRANSACTION_POOLING=1.
 DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DB_TRANSACTION_POOLING", default=False)
+# Prepared statements (psycopg prepares a statement on its connection once it has run this many
+# times; Django's default None never does): the hot paths repeat a few statements, and parsing and
+# planning them again on every request was most of PostgreSQL's CPU per sale (docs/performance.md).
+# 0 turns it off (e.g. behind a PgBouncer older than 1.21, whose transaction pooling cannot carry them).
+_prepare = env.int("DB_PREPARE_THRESHOLD", default=5)
+DATABASES["default"]["OPTIONS"]["prepare_threshold"] = _prepare if _prepare > 0 and not env.bool(
+    "DB_TRANSACTION_POOLING", default=False) else None
 # No ATOMIC_REQUESTS: services own their transactions (see docs/ARCHITECTURE.md).
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

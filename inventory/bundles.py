@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 
 from django.db import connection
+from psycopg import sql
 
 from core.sql import sql_compose
 from inventory.models import BundleComponent, Location, StockPosition
@@ -54,10 +55,16 @@ def bundle_location_numbers(components: Components,
     return on_hand, on_hand - available, available, version
 
 
+def bundles_containing_sql(skus: sql.Composable) -> str:
+    """The bundles made of any of the SKUs in the bigint[] `skus` (SQL: a parameter, or a
+    statement form's subquery, inventory.hooks)."""
+    return sql_compose("SELECT DISTINCT bundle_id FROM {component} WHERE component_id = ANY({skus})",
+                       component=BundleComponent._meta.db_table, skus=skus)
+
+
 @cache
 def _containing_sql() -> str:
-    return sql_compose("SELECT DISTINCT bundle_id FROM {component} WHERE component_id = ANY(%s)",
-                       component=BundleComponent._meta.db_table)
+    return bundles_containing_sql(sql.SQL("%s::bigint[]"))
 
 
 def bundles_containing(sku_ids: Iterable[int]) -> list[int]:

@@ -18,6 +18,7 @@ locks, decides and answers with the proper refusal.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -84,6 +85,14 @@ def reactions() -> Reactions | None:
     for form in forms:
         params.update(form.params)
     return Reactions(forms=forms, ctes=ctes, arrays=arrays, params=params)
+
+
+def compact(statement: str) -> str:
+    """The statement without its `--` comments and runs of whitespace: psycopg converts a query's
+    placeholders once per process only for texts up to 4,096 bytes and re-parses longer ones on
+    every call (8 % of a reservation's CPU at 4,551 bytes). Only for statements composed here,
+    which hold no string literal with `--` or repeated spaces in it."""
+    return re.sub(r"\s+", " ", re.sub(r"--[^\n]*", "", statement)).strip()
 
 
 def statement_run(statement: str, params: dict[str, Any]) -> tuple | None:

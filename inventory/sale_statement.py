@@ -29,14 +29,14 @@ from psycopg.types.json import Jsonb
 
 from core.sql import sql_compose
 from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
-from inventory.one_statement import ledger_insert, reactions, statement_run
+from inventory.one_statement import compact, ledger_insert, reactions, statement_run
 
 
 @cache
 def _sale_sql() -> str:
     parts = reactions()
     assert parts is not None
-    return sql_compose(
+    return compact(sql_compose(
         "WITH target AS (SELECT p.id FROM {position} p JOIN {sku} s ON s.id = p.sku_id "
         "JOIN {location} l ON l.id = p.location_id "
         "WHERE s.code = %(sku)s AND NOT s.is_bundle AND l.code = %(location)s), "
@@ -50,7 +50,7 @@ def _sale_sql() -> str:
         "SELECT moved.id, moved.sku_id, moved.location_id, moved.on_hand, moved.reserved, moved.version, "
         "ledger.id{arrays} FROM moved, ledger",
         position=StockPosition._meta.db_table, sku=Sku._meta.db_table, location=Location._meta.db_table,
-        movement=StockMovement._meta.db_table, ledger=ledger_insert(), ctes=parts.ctes, arrays=parts.arrays)
+        movement=StockMovement._meta.db_table, ledger=ledger_insert(), ctes=parts.ctes, arrays=parts.arrays))
 
 
 def sale_in_one_statement(*, sku: str, location: str, quantity: int, expected_version: int | None,

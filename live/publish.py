@@ -24,8 +24,9 @@ from collections.abc import Iterable
 
 import redis
 from django.conf import settings
+from psycopg import sql
 
-from inventory.bundles import bundles_containing
+from inventory.bundles import bundles_containing, bundles_containing_sql
 from inventory.hooks import ReactionStatement, StockChange, statement_form
 from live.keys import live_keys
 
@@ -80,19 +81,31 @@ class _LivePublish:
 
     name = "live.publish_stock_changes"
 
+    def __init__(self, *, bundles_known: bool = False):
+        self.bundles_known = bundles_known
+
     def apply_async(self, args: tuple = (), kwargs: dict | None = None) -> None:
         (sku_ids,) = args
         # Bundles made of these SKUs changed too (their stock is derived): one indexed read,
-        # after commit, outside the stock transaction's locks.
-        stock_changes_publish(sku_ids=[*sku_ids, *bundles_containing(sku_ids)])
+        # after commit, outside the stock transaction's locks (unless the statement read them).
+        stock_changes_publish(sku_ids=sku_ids if self.bundles_known else [*sku_ids, *bundles_containing(sku_ids)])
 
 
 _LIVE_PUBLISH = _LivePublish()
+_LIVE_PUBLISH_BUNDLES_KNOWN = _LivePublish(bundles_known=True)
 
 
 def _publish_statement() -> ReactionStatement:
-    """The statement form (inventory.hooks): nothing in the statement, the announcement after it."""
-    return ReactionStatement(after_commit=lambda change, _returned: stock_change_publish(change))
+    """The statement form (inventory.hooks): the statement reads the bundles made of the changed
+    SKUs (a round trip less after commit); the announcement is queued on commit."""
+    from core.oncommit import enqueue_on_commit
+
+    def after_commit(change: StockChange, bundle_ids: list) -> None:
+        enqueue_on_commit(_LIVE_PUBLISH_BUNDLES_KNOWN,
+                          sorted({p.sku_id for p in change.positions} | set(bundle_ids)))
+
+    return ReactionStatement(sql=bundles_containing_sql(sql.SQL("(SELECT array_agg(sku_id) FROM changed)::bigint[]")),
+                             after_commit=after_commit)
 
 
 @statement_form(_publish_statement)

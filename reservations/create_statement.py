@@ -32,7 +32,7 @@ from channels.models import Channel
 from core.models import ApiKey
 from core.sql import sql_compose
 from inventory.models import Location, MovementType, StockPosition
-from inventory.one_statement import ledger_insert, reactions, statement_run
+from inventory.one_statement import compact, ledger_insert, reactions, statement_run
 from inventory.services import MovementContext
 from reservations.allocation import LineRequest
 from reservations.holds import RESERVATION_COLUMNS, reservation_context
@@ -43,7 +43,7 @@ from reservations.models import Reservation, ReservationLine
 def _create_sql() -> str:
     parts = reactions()
     assert parts is not None
-    return sql_compose(
+    return compact(sql_compose(
         "WITH wanted AS (SELECT * FROM unnest(%(skus)s::bigint[], %(locations)s::bigint[], %(quantities)s::bigint[]) "
         "WITH ORDINALITY AS w(sku_id, location_id, quantity, n)), "
         # Locked in primary-key order (the one global lock order), before any is changed.
@@ -64,7 +64,7 @@ def _create_sql() -> str:
         reservations=Reservation._meta.db_table, columns=RESERVATION_COLUMNS,
         values=sql.SQL(", ").join(sql.Placeholder(f"r_{c}") for c in RESERVATION_COLUMNS),
         lines=ReservationLine._meta.db_table,
-        ctes=parts.ctes, arrays=parts.arrays)
+        ctes=parts.ctes, arrays=parts.arrays))
 
 
 def reservation_create_in_one_statement(

@@ -168,6 +168,15 @@ def test_a_sale_is_one_statement(api, stocked):
     assert (position["on_hand"], position["version"]) == (49, 2)
 
 
+def test_one_statement_texts_stay_within_what_psycopg_converts_once():
+    # psycopg caches a query's placeholder conversion only up to 4,096 bytes (psycopg._queries);
+    # a longer text is parsed again on every call (inventory.one_statement.compact).
+    from inventory.sale_statement import _sale_sql
+    from reservations.create_statement import _create_sql
+
+    assert len(_sale_sql()) <= 4096 and len(_create_sql()) <= 4096
+
+
 def test_a_refused_sale_takes_the_general_path(api, stocked):
     _warm(api, stocked)
     body = {"sku": stocked.code, "location": "wh", "type": "sale", "quantity": 51}
