@@ -123,7 +123,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "core.cache.SharedRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "inv",
         # One pool per process: Django's default made a new Redis connection per ASGI request.

@@ -10,9 +10,11 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 
 from django.db import connection
 from django.utils import timezone
+from psycopg import sql
 
 from channels.adapters.base import ChannelAdapter, Delivery
 from channels.adapters.canonical import MAX_BATCH, CanonicalError, canonical_event_parse, canonical_event_to_json
@@ -52,11 +54,25 @@ def _insert_new(rows: list[dict[str, object]]) -> list[int]:
                                              payload=row.get("payload"), delivery_id=str(row["delivery_id"]))
     values = [[Jsonb(row.get(c)) if c in _JSON_COLUMNS and row.get(c) is not None else row.get(c) for c in _COLUMNS]
               for row in rows]
-    sql = sql_compose("INSERT INTO {table} ({columns}) SELECT * FROM {rows} ON CONFLICT (dedup_key) DO NOTHING "
-                      "RETURNING id", table=InboundEvent._meta.db_table, columns=_COLUMNS, rows=sql_unnest(_TYPES))
     with connection.cursor() as cursor:
-        cursor.execute(sql, sql_columns(values))
+        if len(values) == 1:  # a webhook: plain parameters (psycopg dumps one-element arrays slowly, 15 % of an ack)
+            cursor.execute(_insert_one_sql(), values[0])  # type: ignore[arg-type]  # JSON wrapped in Jsonb
+        else:
+            cursor.execute(_insert_many_sql(), sql_columns(values))
         return [row[0] for row in cursor.fetchall()]
+
+
+@cache
+def _insert_one_sql() -> str:
+    return sql_compose("INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (dedup_key) DO NOTHING "
+                       "RETURNING id", table=InboundEvent._meta.db_table, columns=_COLUMNS,
+                       values=sql.SQL(", ").join(sql.SQL(f"%s::{kind}") for kind in _TYPES))
+
+
+@cache
+def _insert_many_sql() -> str:
+    return sql_compose("INSERT INTO {table} ({columns}) SELECT * FROM {rows} ON CONFLICT (dedup_key) DO NOTHING "
+                       "RETURNING id", table=InboundEvent._meta.db_table, columns=_COLUMNS, rows=sql_unnest(_TYPES))
 
 
 def _row(**fields: object) -> dict[str, object]:
