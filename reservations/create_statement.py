@@ -2,21 +2,21 @@
 "One-statement changes"; machinery in inventory.one_statement).
 
 `reservation_create` tries this first (setting RESERVATION_ONE_STATEMENT) for the common
-request: plain active SKUs, no location named. Each line is held whole at the first eligible
-location (priority order) that had its units in an unlocked read made with the SKU lookup; a
-line no single location could hold whole is left to the general path (it splits lines).
+request: lines that name no location (merged by SKU). One statement finds the SKUs (active, not
+bundles) and the channel's eligible locations, puts each line at the first eligible location
+(priority, then code) that has its units, locks those positions in primary-key order, raises each
+`reserved` by its line's quantity only where that many units are still available (re-checked by
+PostgreSQL on the newest row version after any wait), and writes the ledger rows, the
+reservation, its lines and the stock-change reactions' marks. Unless every line was held,
+`stockline_all_or_nothing` undoes it all and this returns None: the general path then resolves,
+locks, allocates (splitting a line across locations), refuses or waitlists, exactly as before,
+with its own error answers. Units are never decided on stale numbers.
 
-One statement then locks those positions in primary-key order, raises each `reserved` by its
-line's quantity only where that many units are available (re-checked by PostgreSQL on the
-newest row version after any wait), and writes the ledger rows, the reservation, its lines and
-the stock-change reactions' marks. Unless every line was held, `stockline_all_or_nothing` undoes
-it all and this returns None: the general path then locks, allocates, refuses or waitlists,
-exactly as before. Units are never decided on stale numbers.
-
-The location is chosen on the unlocked read: if a higher-priority location received units
-after that read, the hold lands where the read said units were, as if the reservation had come
-just before that receipt (the general path would have held at the higher-priority one). Both
-are correct holds; the ledger and every count are exact either way.
+The location is chosen before the lock: if, while this statement waits for a lock, a
+higher-priority location receives units, the hold stays where units were seen (as if the
+reservation had come just before that receipt; the general path, deciding under its locks,
+could have chosen the other one). Both are valid holds; units, ledger and counts are exact
+either way.
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ from psycopg.types.json import Jsonb
 from channels.models import Channel
 from core.models import ApiKey
 from core.sql import sql_compose
-from inventory.models import Location, MovementType, StockPosition
+from inventory.models import Location, MovementType, Sku, StockPosition
 from inventory.one_statement import compact, ledger_insert, reactions, statement_run
 from inventory.services import MovementContext
-from reservations.allocation import LineRequest
 from reservations.holds import RESERVATION_COLUMNS, reservation_context
 from reservations.models import Reservation, ReservationLine
 
@@ -44,47 +43,53 @@ def _create_sql() -> str:
     parts = reactions()
     assert parts is not None
     return compact(sql_compose(
-        "WITH wanted AS (SELECT * FROM unnest(%(skus)s::bigint[], %(locations)s::bigint[], %(quantities)s::bigint[]) "
-        "WITH ORDINALITY AS w(sku_id, location_id, quantity, n)), "
+        "WITH wanted AS (SELECT * FROM unnest(%(codes)s::text[], %(quantities)s::bigint[]) "
+        "WITH ORDINALITY AS w(code, quantity, n)), "
+        # The channel's active locations, or every active location when it lists none
+        # (reservations.allocation.eligible_locations).
+        "eligible AS (SELECT l.id, l.code, l.priority FROM {location} l WHERE l.active AND "
+        "(NOT EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s) "
+        "OR EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s AND c.location_id = l.id))), "
+        "chosen AS (SELECT w.n, w.quantity, s.id AS sku_id, s.code AS sku_code, pick.id AS position_id, "
+        "pick.location_id, pick.location_code FROM wanted w "
+        "JOIN {sku} s ON s.code = w.code AND s.active AND NOT s.is_bundle CROSS JOIN LATERAL "
+        "(SELECT p.id, p.location_id, e.code AS location_code FROM {position} p JOIN eligible e "
+        "ON e.id = p.location_id WHERE p.sku_id = s.id AND p.on_hand - p.reserved >= w.quantity "
+        "ORDER BY e.priority, e.code LIMIT 1) pick), "
         # Locked in primary-key order (the one global lock order), before any is changed.
-        "locked AS (SELECT p.id, w.quantity FROM {position} p JOIN wanted w ON w.sku_id = p.sku_id "
-        "AND w.location_id = p.location_id ORDER BY p.id FOR UPDATE OF p), "
+        "locked AS (SELECT p.id, c.quantity FROM {position} p JOIN chosen c ON c.position_id = p.id "
+        "ORDER BY p.id FOR UPDATE OF p), "
         "moved AS (UPDATE {position} p SET reserved = p.reserved + locked.quantity, version = p.version + 1, "
         "updated_at = %(now)s FROM locked WHERE p.id = locked.id AND p.on_hand - p.reserved >= locked.quantity "
         "RETURNING p.id, p.sku_id, p.location_id, p.on_hand, p.reserved, p.version, locked.quantity), "
         "ledger AS ({ledger}), "
         "reservation AS (INSERT INTO {reservations} ({columns}) VALUES ({values})), "
         "lines AS (INSERT INTO {lines} (reservation_id, sku_id, location_id, quantity, committed) "
-        "SELECT %(id)s, sku_id, location_id, quantity, 0 FROM wanted ORDER BY n RETURNING id), "
+        "SELECT %(id)s, sku_id, location_id, quantity, 0 FROM chosen ORDER BY n RETURNING id, sku_id), "
         "changed AS (SELECT sku_id, location_id FROM moved){ctes} "
         "SELECT stockline_all_or_nothing((SELECT count(*) FROM moved) = %(holds)s), "
         "(SELECT json_agg(json_build_array(id, sku_id, location_id, on_hand, reserved, version)) FROM moved), "
-        "ARRAY(SELECT id FROM lines){arrays}",
-        position=StockPosition._meta.db_table, ledger=ledger_insert(reserved_delta="quantity", on_hand_delta="0"),
+        "(SELECT json_agg(json_build_array(lines.id, c.sku_id, c.sku_code, c.location_id, c.location_code, "
+        "c.quantity) ORDER BY c.n) FROM lines JOIN chosen c ON c.sku_id = lines.sku_id){arrays}",
+        position=StockPosition._meta.db_table, sku=Sku._meta.db_table, location=Location._meta.db_table,
+        listed=Channel.locations.through._meta.db_table,
+        ledger=ledger_insert(reserved_delta="quantity", on_hand_delta="0"),
         reservations=Reservation._meta.db_table, columns=RESERVATION_COLUMNS,
         values=sql.SQL(", ").join(sql.Placeholder(f"r_{c}") for c in RESERVATION_COLUMNS),
-        lines=ReservationLine._meta.db_table,
-        ctes=parts.ctes, arrays=parts.arrays))
+        lines=ReservationLine._meta.db_table, ctes=parts.ctes, arrays=parts.arrays))
 
 
 def reservation_create_in_one_statement(
-    *, requests: list[LineRequest], eligible: list[Location], available: dict[tuple[int, int], int],
-    channel: Channel | None, order_ref: str, ttl: int, created_by: ApiKey | None, context: MovementContext,
-    request_key: str | None,
+    *, lines: list[tuple[str, int]], channel: Channel | None, order_ref: str, ttl: int,
+    created_by: ApiKey | None, context: MovementContext, request_key: str | None,
 ) -> tuple[Reservation, list[ReservationLine]] | None:
-    """The reservation with its lines (ids set), or None (nothing written): not a request this
-    path serves, or a line could not be held whole where the unlocked read (`available`, units
-    per (SKU id, location id)) put it. A unique constraint (request_key, a live order_ref)
-    raises IntegrityError as the general path's does."""
+    """The reservation with its lines (ids, SKU and location objects set), or None (nothing
+    written): a line's SKU is unknown, inactive or a bundle, or no eligible location could hold
+    it whole. `lines`: (SKU code, quantity), merged by code, in the client's order. A unique
+    constraint (request_key, a live order_ref) raises IntegrityError as the general path's does."""
     parts = reactions()
-    if parts is None or any(r.location_id is not None or r.components for r in requests):
+    if parts is None:
         return None
-    where: list[int] = []
-    for r in requests:
-        found = next((loc.pk for loc in eligible if available.get((r.sku_id, loc.pk), 0) >= r.quantity), None)
-        if found is None:
-            return None  # split over locations, or short: the general path decides
-        where.append(found)
     now = timezone.now()
     reservation = Reservation(
         status=Reservation.Status.ACTIVE, channel=channel, order_ref=order_ref, ttl_seconds=ttl,
@@ -93,8 +98,8 @@ def reservation_create_in_one_statement(
     ctx = reservation_context(reservation=reservation, context=context)
     r = reservation
     params = {
-        **parts.params, "skus": [q.sku_id for q in requests], "quantities": [q.quantity for q in requests],
-        "locations": where, "holds": len(requests), "now": now, "id": r.pk,
+        **parts.params, "codes": [code for code, _ in lines], "quantities": [quantity for _, quantity in lines],
+        "channel": channel.pk if channel is not None else None, "holds": len(lines), "now": now, "id": r.pk,
         "type": MovementType.RESERVE, "source": ctx.source, "reference": ctx.reference, "event_key": None,
         "actor": ctx.actor, "occurred_at": ctx.occurred_at or now, "metadata": Jsonb(ctx.metadata),
         "reservation_id": r.pk,
@@ -104,14 +109,15 @@ def reservation_create_in_one_statement(
     row = statement_run(_create_sql(), params)
     if row is None:
         return None
-    _ok, moved, line_ids, *returned = row
+    _ok, moved, written_rows, *returned = row
     positions = [StockPosition(pk=pk, sku_id=sku_id, location_id=location_id, on_hand=on_hand, reserved=reserved,
                                version=version) for pk, sku_id, location_id, on_hand, reserved, version in moved]
-    written = [ReservationLine(pk=pk, reservation=reservation, sku_id=q.sku_id, location_id=location_id,
-                               quantity=q.quantity, committed=0)
-               for pk, q, location_id in zip(line_ids, requests, where, strict=True)]
-    reservation._state.adding, reservation._state.db = False, "default"  # saved: a later .save() updates it
-    for line in written:
+    written = []
+    for pk, sku_id, sku_code, location_id, location_code, quantity in written_rows:
+        line = ReservationLine(pk=pk, reservation=reservation, sku=Sku(pk=sku_id, code=sku_code),
+                               location=Location(pk=location_id, code=location_code), quantity=quantity, committed=0)
         line._state.adding, line._state.db = False, "default"
+        written.append(line)
+    reservation._state.adding, reservation._state.db = False, "default"  # saved: a later .save() updates it
     parts.after_commit(positions, returned)
     return reservation, written

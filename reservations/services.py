@@ -36,7 +36,6 @@ from inventory.services import MAX_QUANTITY, MovementContext, movement_apply, po
 from reservations.allocation import (
     LineRequest,
     allocate,
-    lines_merge,
     location_ids_for,
     stock_sku_ids,
 )
@@ -183,18 +182,30 @@ def reservation_create(
     channel_obj = _channel_resolve(channel)
     if channel_obj is not None and not channel_obj.active:
         raise Conflict(f"Channel '{channel_obj.slug}' is not active.", code="channel_inactive")
-    fast = _lines_resolve_fast(lines, channel_obj)
-    requests, skus, eligible, locations = fast[0] if fast else _lines_resolve(lines, channel_obj)
     context = context or MovementContext()
+    plain = _plain_lines(lines)
     try:
-        # The common checkout in one statement (reservations.create_statement); None: the
-        # general path decides (splits, refusals, the waitlist).
+        # The common checkout in one statement (reservations.create_statement): None, and the
+        # general path decides (bundles, named locations, splits, refusals, the waitlist).
         made = reservation_create_in_one_statement(
-            requests=requests, eligible=eligible, available=fast[1], channel=channel_obj, order_ref=order_ref,
-            ttl=ttl, created_by=created_by, context=context, request_key=request_key,
-        ) if fast is not None and settings.RESERVATION_ONE_STATEMENT else None
-        reservation, written = made or _reservation_create_atomic(
-            requests, skus, eligible, channel_obj, order_ref, ttl, bool(waitlist), created_by, context, request_key)
+            lines=plain, channel=channel_obj, order_ref=order_ref, ttl=ttl, created_by=created_by, context=context,
+            request_key=request_key,
+        ) if plain is not None and settings.RESERVATION_ONE_STATEMENT else None
+        if made is not None:
+            reservation, written = made  # its lines carry their SKU and location objects
+        else:
+            fast = _lines_resolve_fast(plain, channel_obj) if plain is not None else None
+            requests, skus, eligible, locations = fast or _lines_resolve(lines, channel_obj)
+            reservation, written = _reservation_create_atomic(
+                requests, skus, eligible, channel_obj, order_ref, ttl, bool(waitlist), created_by, context,
+                request_key)
+            # The caller usually answers with the lines: hand them over with their SKU and location
+            # objects (already loaded) instead of making it query them again (the checkout hot path).
+            for line in written:
+                line.sku = skus[line.sku_id]
+                if line.bundle_id is not None:
+                    line.bundle = skus[line.bundle_id]
+                line.location = locations.get(line.location_id) if line.location_id is not None else None
     except IntegrityError as exc:
         if request_key and "request_key" in str(exc):  # this very request ran before: its answer
             return Reservation.objects.prefetch_related("lines__sku", "lines__location", "lines__bundle").get(
@@ -203,13 +214,6 @@ def reservation_create(
             raise Conflict(f"A live reservation for order '{order_ref}' already exists on this channel.",
                            code="duplicate_order_ref") from None
         raise
-    # The caller usually answers with the lines: hand them over with their SKU and location
-    # objects (already loaded) instead of making it query them again (the checkout hot path).
-    for line in written:
-        line.sku = skus[line.sku_id]
-        if line.bundle_id is not None:
-            line.bundle = skus[line.bundle_id]
-        line.location = locations.get(line.location_id) if line.location_id is not None else None
     cached = reservation.lines.all()  # stored like prefetch_related stores it: an evaluated QuerySet
     cached._result_cache = written
     cached._prefetch_done = True  # type: ignore[attr-defined]  # a private QuerySet attribute the stubs omit
@@ -222,33 +226,22 @@ def _resolve_sql() -> str:
     # The SKUs asked for (kind 0) and the channel's eligible locations (kind 1) in one statement:
     # the locations it lists that are active, or every active location when it lists none (or
     # there is no channel), in priority order, as reservations.allocation.eligible_locations.
-    # Kind 2: the units available of those SKUs per location, unlocked (a snapshot): where the
-    # one-statement reservation tries to hold each line (reservations.create_statement).
     return sql_compose(
-        "SELECT 0, id, code, active AND NOT is_bundle, 0, 0::bigint FROM {sku} WHERE code = ANY(%(codes)s) "
-        "UNION ALL SELECT 1, l.id, l.code, l.active, l.priority, 0 FROM {location} l WHERE l.active AND "
+        "SELECT 0, id, code, active AND NOT is_bundle, 0 FROM {sku} WHERE code = ANY(%(codes)s) "
+        "UNION ALL SELECT 1, l.id, l.code, l.active, l.priority FROM {location} l WHERE l.active AND "
         "(NOT EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s) "
         " OR EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s AND c.location_id = l.id)) "
-        "UNION ALL SELECT 2, p.sku_id, '', true, p.location_id, p.on_hand - p.reserved FROM {position} p "
-        "JOIN {sku} s ON s.id = p.sku_id WHERE s.code = ANY(%(codes)s) "
         "ORDER BY 1, 5, 3",
-        sku=Sku._meta.db_table, location=Location._meta.db_table, listed=Channel.locations.through._meta.db_table,
-        position=StockPosition._meta.db_table)
+        sku=Sku._meta.db_table, location=Location._meta.db_table, listed=Channel.locations.through._meta.db_table)
 
 
-Resolved = tuple[list[LineRequest], dict[int, Sku], list[Location], dict[int, Location]]
-
-
-def _lines_resolve_fast(lines: object, channel: Channel | None) -> tuple[Resolved, dict[tuple[int, int], int]] | None:
-    """`_lines_resolve` for the checkout hot path, in one query instead of two ORM queries: lines
-    that name no location, SKUs that exist and are active. Anything else (a named location, an
-    unknown or inactive SKU, a malformed line) returns None, and `_lines_resolve` decides, with
-    its refusals, so there is one set of rules. The answers are the same: merged requests, SKUs,
-    eligible locations in priority order, and the locations by id; and, unlocked, the units
-    available per (SKU id, location id)."""
+def _plain_lines(lines: object) -> list[tuple[str, int]] | None:
+    """The lines as (SKU code, quantity), merged by code in first-appearance order, when every line
+    is well formed and names no location (the checkout hot path); otherwise None, and
+    `_lines_resolve` decides, with its refusals, so there is one set of rules."""
     if not isinstance(lines, list) or not 1 <= len(lines) <= max_lines():
         return None
-    codes: list[str] = []
+    merged: dict[str, int] = {}
     for line in lines:
         if not isinstance(line, dict) or line.get("location") is not None:
             return None
@@ -256,29 +249,33 @@ def _lines_resolve_fast(lines: object, channel: Channel | None) -> tuple[Resolve
         if not isinstance(code, str) or not code or isinstance(quantity, bool) or not isinstance(quantity, int) \
                 or not 1 <= quantity <= MAX_QUANTITY:
             return None
-        codes.append(code)
+        merged[code] = merged.get(code, 0) + quantity
+    if any(quantity > MAX_QUANTITY for quantity in merged.values()):
+        return None
+    return list(merged.items())
+
+
+def _lines_resolve_fast(lines: list[tuple[str, int]], channel: Channel | None) -> tuple[
+        list[LineRequest], dict[int, Sku], list[Location], dict[int, Location]] | None:
+    """`_lines_resolve` for plain lines (`_plain_lines`), in one query instead of two ORM queries,
+    when their SKUs exist and are active; otherwise None (`_lines_resolve` refuses or expands
+    bundles). The answers are the same: merged requests, SKUs, eligible locations in priority
+    order, and the locations by id."""
     with connection.cursor() as cursor:
-        cursor.execute(_resolve_sql(), {"codes": list(dict.fromkeys(codes)),
+        cursor.execute(_resolve_sql(), {"codes": [code for code, _ in lines],
                                         "channel": channel.pk if channel is not None else None})
         rows = cursor.fetchall()
     skus_by_code: dict[str, Sku] = {}
     eligible: list[Location] = []
-    available: dict[tuple[int, int], int] = {}
-    for kind, pk, code, active, priority, units in rows:
+    for kind, pk, code, active, priority in rows:
         if kind == 0:
             skus_by_code[code] = Sku(pk=pk, code=code, active=active)
-        elif kind == 1:
-            eligible.append(Location(pk=pk, code=code, active=active, priority=priority))
         else:
-            available[(pk, priority)] = units
-    if len(skus_by_code) != len(set(codes)) or not all(sku.active for sku in skus_by_code.values()):
+            eligible.append(Location(pk=pk, code=code, active=active, priority=priority))
+    if len(skus_by_code) != len(lines) or not all(sku.active for sku in skus_by_code.values()):
         return None  # an unknown or inactive SKU (`_lines_resolve` refuses it), or a bundle (it expands it)
-    requests = lines_merge([LineRequest(sku_id=skus_by_code[line["sku"]].pk, quantity=line["quantity"])
-                            for line in lines])
-    if any(r.quantity > MAX_QUANTITY for r in requests):
-        return None
-    return (requests, {s.pk: s for s in skus_by_code.values()}, eligible,
-            {loc.pk: loc for loc in eligible}), available
+    requests = [LineRequest(sku_id=skus_by_code[code].pk, quantity=quantity) for code, quantity in lines]
+    return requests, {s.pk: s for s in skus_by_code.values()}, eligible, {loc.pk: loc for loc in eligible}
 
 
 @transaction.atomic(durable=True)

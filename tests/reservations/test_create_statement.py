@@ -1,5 +1,5 @@
 """The one-statement reservation (reservations.create_statement): all lines or none, and the
-general path whenever it cannot hold a line whole where its unlocked read said units were."""
+general path whenever it cannot hold every line whole at one eligible location."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from inventory import services as stock
 from inventory.models import StockMovement, StockPosition
 from inventory.services import MovementContext
 from reservations import services
-from reservations.allocation import LineRequest
 from reservations.create_statement import reservation_create_in_one_statement
 from reservations.models import Reservation, ReservationLine
 from tests.factories import LocationFactory, SkuFactory
@@ -29,10 +28,10 @@ def store():
     return LocationFactory(code="store", priority=20)
 
 
-def _create(requests, eligible, available):
+def _create(lines):
     return reservation_create_in_one_statement(
-        requests=requests, eligible=eligible, available=available, channel=None, order_ref="", ttl=600,
-        created_by=None, context=MovementContext(source="test"), request_key=None)
+        lines=lines, channel=None, order_ref="", ttl=600, created_by=None, context=MovementContext(source="test"),
+        request_key=None)
 
 
 def _state():
@@ -42,29 +41,28 @@ def _state():
 
 
 def test_a_line_that_cannot_be_held_undoes_the_lines_that_could(wh):
-    # given: A has 10 units; B had units when the caller read, but none now
-    a, b = SkuFactory(code="A"), SkuFactory(code="B")
+    # given: A has 10 units at wh; B has none anywhere, C is not a SKU at all
+    SkuFactory(code="A")
+    SkuFactory(code="B")
     stock.stock_receive(sku="A", location="wh", quantity=10)
     stock.stock_receive(sku="B", location="wh", quantity=3)
     stock.stock_sell(sku="B", location="wh", quantity=3)
     before = _state()
 
-    # when: the read said both could be held at wh
-    made = _create([LineRequest(sku_id=a.pk, quantity=2), LineRequest(sku_id=b.pk, quantity=1)], [wh],
-                   {(a.pk, wh.pk): 10, (b.pk, wh.pk): 3})
-
-    # then: nothing at all was written (A's hold undone too), and the caller takes the general path
-    assert made is None
+    # when / then: nothing at all is written (A's hold undone too); the general path decides
+    assert _create([("A", 2), ("B", 1)]) is None
     assert _state() == before
+    assert _create([("A", 2), ("C", 1)]) is None
+    assert _state() == before
+    assert _create([("A", 2)]) is not None  # alone, A is held
 
 
 def test_a_line_no_single_location_can_hold_is_left_to_the_general_path(wh, store):
-    sku = SkuFactory(code="SPLIT")
+    SkuFactory(code="SPLIT")
     stock.stock_receive(sku="SPLIT", location="wh", quantity=5)
     stock.stock_receive(sku="SPLIT", location="store", quantity=5)
     before = _state()
-    assert _create([LineRequest(sku_id=sku.pk, quantity=8)], [wh, store], {(sku.pk, wh.pk): 5,
-                                                                             (sku.pk, store.pk): 5}) is None
+    assert _create([("SPLIT", 8)]) is None
     assert _state() == before
     # the service then splits it, as it always did
     reservation = services.reservation_create(lines=[{"sku": "SPLIT", "quantity": 8}])
