@@ -12,8 +12,9 @@ statements in one transaction could lock outbox rows in opposite orders and dead
 Reactions run inside the stock transaction: side effects that leave the process are queued on
 commit (core.oncommit), never sent from here.
 
-Statement forms. The hottest change, a plain sale (inventory.sale_statement), runs as one SQL
-statement so the position's row lock is held for one round trip. Its reactions run inside that
+Statement forms. The hottest changes, a plain sale (inventory.sale_statement) and a checkout
+reservation (reservations.create_statement), run as one SQL statement each (the machinery is in
+inventory.one_statement), so the positions' row locks are held for one round trip. Its reactions run inside that
 statement: each reaction may carry a *statement form* (`@statement_form(build)`), a
 data-modifying statement over the changed rows plus what to do once they are committed. The
 forms are asked only for changes that raise no availability (a sale). When any registered
