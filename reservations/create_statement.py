@@ -4,7 +4,8 @@
 `reservation_create` tries this first (setting RESERVATION_ONE_STATEMENT) for the common
 request: lines that name no location (merged by SKU). One statement finds the SKUs (active, not
 bundles) and the channel's eligible locations, puts each line at the first eligible location
-(priority, then code) that has its units, locks those positions in primary-key order, raises each
+(priority, then code) that has any units, provided it has all the line needs (else allocation
+would split the line: the general path's case), locks those positions in primary-key order, raises each
 `reserved` by its line's quantity only where that many units are still available (re-checked by
 PostgreSQL on the newest row version after any wait), and writes the ledger rows, the
 reservation, its lines and the stock-change reactions' marks. Unless every line was held,
@@ -53,9 +54,12 @@ def _create_sql() -> str:
         "chosen AS (SELECT w.n, w.quantity, s.id AS sku_id, s.code AS sku_code, pick.id AS position_id, "
         "pick.location_id, pick.location_code FROM wanted w "
         "JOIN {sku} s ON s.code = w.code AND s.active AND NOT s.is_bundle CROSS JOIN LATERAL "
-        "(SELECT p.id, p.location_id, e.code AS location_code FROM {position} p JOIN eligible e "
-        "ON e.id = p.location_id WHERE p.sku_id = s.id AND p.on_hand - p.reserved >= w.quantity "
-        "ORDER BY e.priority, e.code LIMIT 1) pick), "
+        # The first eligible location with any units: allocation fills lines in priority order,
+        # so a line is held whole at one location only where the ones before it have none.
+        "(SELECT p.id, p.location_id, e.code AS location_code, p.on_hand - p.reserved AS free "
+        "FROM {position} p JOIN eligible e ON e.id = p.location_id "
+        "WHERE p.sku_id = s.id AND p.on_hand - p.reserved > 0 "
+        "ORDER BY e.priority, e.code LIMIT 1) pick WHERE pick.free >= w.quantity), "
         # Locked in primary-key order (the one global lock order), before any is changed.
         "locked AS (SELECT p.id, c.quantity FROM {position} p JOIN chosen c ON c.position_id = p.id "
         "ORDER BY p.id FOR UPDATE OF p), "

@@ -70,9 +70,10 @@ def test_a_line_no_single_location_can_hold_is_left_to_the_general_path(wh, stor
                                                                                                  ("wh", 5)]
 
 
-def test_each_line_is_held_at_the_first_eligible_location_with_its_units(wh, store):
+def test_each_line_is_held_at_the_first_eligible_location_with_units(wh, store):
     a, b = SkuFactory(code="A"), SkuFactory(code="B")
     stock.stock_receive(sku="A", location="wh", quantity=1)
+    stock.stock_sell(sku="A", location="wh", quantity=1)  # wh (first by priority) has none of A left
     stock.stock_receive(sku="A", location="store", quantity=9)
     stock.stock_receive(sku="B", location="wh", quantity=4)
 
@@ -94,3 +95,17 @@ def test_each_line_is_held_at_the_first_eligible_location_with_its_units(wh, sto
     services.reservation_commit(reservation_id=reservation.pk)
     assert StockPosition.objects.get(sku=a, location=store).on_hand == 6
     assert stock_selectors.ledger_drift() == []
+
+
+def test_a_line_the_first_location_holds_only_in_part_is_split_in_priority_order(wh, store):
+    # Found by the model-based stock machine: allocation fills a line in priority order, so
+    # 2 at wh and 10 at store make a line of 5 wh 2 + store 3, never store 5.
+    SkuFactory(code="PART")
+    stock.stock_receive(sku="PART", location="wh", quantity=2)
+    stock.stock_receive(sku="PART", location="store", quantity=10)
+    before = _state()
+    assert _create([("PART", 5)]) is None
+    assert _state() == before
+    reservation = services.reservation_create(lines=[{"sku": "PART", "quantity": 5}])
+    assert sorted((line.location.code, line.quantity) for line in reservation.lines.all()) == [("store", 3),
+                                                                                                 ("wh", 2)]
