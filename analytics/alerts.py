@@ -41,6 +41,7 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import requests
@@ -84,6 +85,11 @@ def _mark_sql(skus: sql.Composable) -> str:
         dirty=AlertDirty._meta.db_table, skus=skus)
 
 
+@cache
+def _mark_params_sql() -> str:
+    return _mark_sql(sql.SQL("%s::bigint[]"))
+
+
 def _alerts_statement() -> ReactionStatement:
     """The statement form (inventory.hooks): the same marks over the changed rows (DISTINCT:
     an upsert may not touch one row twice; array_agg's DISTINCT also sorts)."""
@@ -97,7 +103,7 @@ def alerts_on_stock_change(change: StockChange) -> None:
     mark until this transaction ends, so the evaluator skips it until the change is visible."""
     sku_ids = sorted({p.sku_id for p in change.positions})
     with connection.cursor() as cursor:
-        cursor.execute(_mark_sql(sql.SQL("%s::bigint[]")), [sku_ids])
+        cursor.execute(_mark_params_sql(), [sku_ids])
 
 
 # ------------------------------------------------------------------------------------ selectors

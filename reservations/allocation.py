@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from psycopg import sql
+
+from channels.models import Channel
 from inventory.bundles import Components
 from inventory.models import Location, StockPosition
 
@@ -85,6 +88,17 @@ def eligible_locations(channel_id: int | None, *, cache: dict | None = None) -> 
     if cache is not None:
         cache[channel_id] = found
     return found
+
+
+def eligible_locations_sql() -> sql.Composed:
+    """`eligible_locations` as a subquery for the checkout's plain statements (id, code, active,
+    priority; unordered), the channel given as the named parameter `%(channel)s` (NULL: none)."""
+    return sql.SQL(
+        "SELECT l.id, l.code, l.active, l.priority FROM {location} l WHERE l.active AND "
+        "(NOT EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s) "
+        "OR EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s AND c.location_id = l.id))").format(
+            location=sql.Identifier(Location._meta.db_table),
+            listed=sql.Identifier(Channel.locations.through._meta.db_table))
 
 
 def location_ids_for(lines: list[LineRequest], eligible: list[Location]) -> list[int]:

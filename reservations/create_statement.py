@@ -35,6 +35,7 @@ from core.sql import sql_compose
 from inventory.models import Location, MovementType, Sku, StockPosition
 from inventory.one_statement import compact, ledger_insert, reactions, statement_run
 from inventory.services import MovementContext
+from reservations.allocation import eligible_locations_sql
 from reservations.holds import RESERVATION_COLUMNS, reservation_context
 from reservations.models import Reservation, ReservationLine
 
@@ -46,11 +47,7 @@ def _create_sql() -> str:
     return compact(sql_compose(
         "WITH wanted AS (SELECT * FROM unnest(%(codes)s::text[], %(quantities)s::bigint[]) "
         "WITH ORDINALITY AS w(code, quantity, n)), "
-        # The channel's active locations, or every active location when it lists none
-        # (reservations.allocation.eligible_locations).
-        "eligible AS (SELECT l.id, l.code, l.priority FROM {location} l WHERE l.active AND "
-        "(NOT EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s) "
-        "OR EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s AND c.location_id = l.id))), "
+        "eligible AS ({eligible}), "
         "chosen AS (SELECT w.n, w.quantity, s.id AS sku_id, s.code AS sku_code, pick.id AS position_id, "
         "pick.location_id, pick.location_code FROM wanted w "
         "JOIN {sku} s ON s.code = w.code AND s.active AND NOT s.is_bundle CROSS JOIN LATERAL "
@@ -75,8 +72,7 @@ def _create_sql() -> str:
         "(SELECT json_agg(json_build_array(id, sku_id, location_id, on_hand, reserved, version)) FROM moved), "
         "(SELECT json_agg(json_build_array(lines.id, c.sku_id, c.sku_code, c.location_id, c.location_code, "
         "c.quantity) ORDER BY c.n) FROM lines JOIN chosen c ON c.sku_id = lines.sku_id){arrays}",
-        position=StockPosition._meta.db_table, sku=Sku._meta.db_table, location=Location._meta.db_table,
-        listed=Channel.locations.through._meta.db_table,
+        position=StockPosition._meta.db_table, sku=Sku._meta.db_table, eligible=eligible_locations_sql(),
         ledger=ledger_insert(reserved_delta="quantity", on_hand_delta="0"),
         reservations=Reservation._meta.db_table, columns=RESERVATION_COLUMNS,
         values=sql.SQL(", ").join(sql.Placeholder(f"r_{c}") for c in RESERVATION_COLUMNS),

@@ -36,6 +36,7 @@ from inventory.services import MAX_QUANTITY, MovementContext, movement_apply, po
 from reservations.allocation import (
     LineRequest,
     allocate,
+    eligible_locations_sql,
     location_ids_for,
     stock_sku_ids,
 )
@@ -228,11 +229,9 @@ def _resolve_sql() -> str:
     # there is no channel), in priority order, as reservations.allocation.eligible_locations.
     return sql_compose(
         "SELECT 0, id, code, active AND NOT is_bundle, 0 FROM {sku} WHERE code = ANY(%(codes)s) "
-        "UNION ALL SELECT 1, l.id, l.code, l.active, l.priority FROM {location} l WHERE l.active AND "
-        "(NOT EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s) "
-        " OR EXISTS (SELECT 1 FROM {listed} c WHERE c.channel_id = %(channel)s AND c.location_id = l.id)) "
+        "UNION ALL SELECT 1, e.id, e.code, e.active, e.priority FROM ({eligible}) e "
         "ORDER BY 1, 5, 3",
-        sku=Sku._meta.db_table, location=Location._meta.db_table, listed=Channel.locations.through._meta.db_table)
+        sku=Sku._meta.db_table, eligible=eligible_locations_sql())
 
 
 def _plain_lines(lines: object) -> list[tuple[str, int]] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
+from functools import cache
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -44,11 +45,15 @@ def pairs_mark_dirty(*, sku_ids: Iterable[int], location_ids: Iterable[int] | No
     params = {"skus": sku_ids, "force": force,
               "locs": sorted(set(location_ids)) if location_ids is not None else None,
               "channels": sorted(set(channel_ids)) if channel_ids is not None else None}
-    statement = _mark_sql(skus=sql.SQL("%(skus)s::bigint[]"), locs=sql.SQL("%(locs)s::bigint[]"),
-                          channels=sql.SQL("%(channels)s::bigint[]"), force=sql.SQL("%(force)s"))
     with connection.cursor() as cursor:
-        cursor.execute(statement, params)
+        cursor.execute(_mark_params_sql(), params)
         return sorted({row[0] for row in cursor.fetchall()})
+
+
+@cache
+def _mark_params_sql() -> str:
+    return _mark_sql(skus=sql.SQL("%(skus)s::bigint[]"), locs=sql.SQL("%(locs)s::bigint[]"),
+                     channels=sql.SQL("%(channels)s::bigint[]"), force=sql.SQL("%(force)s"))
 
 
 def _mark_sql(*, skus: sql.Composable, locs: sql.Composable, channels: sql.Composable, force: sql.Composable) -> str:
