@@ -4,6 +4,8 @@ general path whenever it cannot hold every line whole at one eligible location."
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from psycopg.pq import TransactionStatus
 
 from channels.models import DirtyPair
 from inventory import selectors as stock_selectors
@@ -109,3 +111,45 @@ def test_a_line_the_first_location_holds_only_in_part_is_split_in_priority_order
     reservation = services.reservation_create(lines=[{"sku": "PART", "quantity": 5}])
     assert sorted((line.location.code, line.quantity) for line in reservation.lines.all()) == [("store", 3),
                                                                                                  ("wh", 2)]
+
+
+def _plans():
+    """(generic, custom) plan counts of this connection's prepared reservation statement."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+                       ["%stockline_all_or_nothing%"])
+        return cursor.fetchone() or (0, 0)
+
+
+def _plan_cache_mode():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("generic", [True, False])
+def test_outside_a_transaction_the_statement_reuses_one_generic_plan(wh, settings, generic):
+    # given: statements are prepared after 5 runs (DB_PREPARE_THRESHOLD); autocommit, as in a view
+    settings.ONE_STATEMENT_GENERIC_PLAN = generic
+    SkuFactory(code="A")
+    stock.stock_receive(sku="A", location="wh", quantity=100)
+    assert not connection.in_atomic_block
+
+    # when: twelve reservations, then one refused (too few units), then one more
+    for _ in range(12):
+        assert _create([("A", 1)]) is not None
+    generic_plans, custom_plans = _plans()
+    assert _create([("A", 1000)]) is None
+
+    # then: PostgreSQL planned it once and reused the plan (its own choice re-plans every call);
+    # the setting ended with each statement's transaction, and a refusal left the connection idle
+    if generic:
+        assert generic_plans >= 6 and custom_plans == 0
+    else:  # PostgreSQL's own choice plans the first five runs anew, always
+        assert custom_plans >= 5
+    assert _plan_cache_mode() == "auto"
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+    assert _create([("A", 1)]) is not None
+    assert StockPosition.objects.get().reserved == 13
+    assert ReservationLine.objects.count() == 13
