@@ -177,6 +177,35 @@ def test_nul_inside_a_string_is_stored_as_u_fffd_and_the_order_still_applies(cli
     assert event.status == "done" and on_hand(tee, wh) == 8
 
 
+@pytest.mark.parametrize("number", ["1e-20000", "-1E-99999"])
+def test_a_number_python_reads_and_jsonb_refuses_is_stored_from_the_parsed_payload(client, shopify, tee, wh, number):
+    # given: a tiny exponent Python rounds to 0.0 but jsonb's numeric cannot hold (the payload is
+    # normally stored from the body's own text, parsed by PostgreSQL)
+    stock_receive(sku=tee, location=wh, quantity=10)
+    body = json.dumps(shopify_order("ok")).replace('"note": "ok"', f'"note": "ok", "discount": {number}').encode()
+
+    response = post_webhook(client, "shop", None, shopify_headers(body, topic="orders/create"), raw=body)
+
+    # then: accepted and stored as Python read it; the order applies
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
+    event = InboundEvent.objects.get()
+    assert event.payload["discount"] == 0.0 and bytes(event.body) == body
+    drain_all()
+    event.refresh_from_db()
+    assert event.status == "done" and on_hand(tee, wh) == 8
+
+
+@pytest.mark.parametrize("encode", [lambda text: text.encode("utf-16"), lambda text: b"\xef\xbb\xbf" + text.encode()],
+                         ids=["utf-16", "utf-8-bom"])
+def test_a_body_json_loads_decodes_but_jsonb_would_not_is_stored_from_the_parsed_payload(client, shopify, encode):
+    body = encode(json.dumps(shopify_order("ok")))
+
+    response = post_webhook(client, "shop", None, shopify_headers(body, topic="orders/create"), raw=body)
+
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
+    assert InboundEvent.objects.get().payload == shopify_order("ok")
+
+
 def test_nul_inside_a_sku_fails_visibly_when_processed_never_matches_another_sku(client, shopify, tee, wh):
     stock_receive(sku=tee, location=wh, quantity=10)
     body = json.dumps(shopify_order("", sku=f"TEE-M{NUL}")).encode()
