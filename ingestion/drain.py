@@ -61,15 +61,18 @@ def _partition_lock(partition: int) -> bool:
         return bool(row and row[0])
 
 
-def inbound_events_drain_partition(*, partition: int, budget_seconds: float = 5.0) -> DrainResult:
+def inbound_events_drain_partition(*, partition: int, budget_seconds: float = 5.0,
+                                   on_lock: Callable[[], None] | None = None) -> DrainResult:
     """Drain one partition batch after batch until a claim finds no due events or `budget_seconds` have
     passed (the task then queues its successor, so one busy partition never keeps a worker
     process for long). When another drain holds the partition, retry shortly: that drain may
-    have claimed before our events committed."""
+    have claimed before our events committed. `on_lock`: called once, when the partition is first
+    held, before the first claim (the task clears its wake-up flag there)."""
     deadline = time.monotonic() + budget_seconds
     total = DrainResult()
     while True:
-        result = inbound_events_drain(partition=partition)
+        result = inbound_events_drain(partition=partition, on_lock=on_lock)
+        on_lock = None
         if result.busy:
             drain_enqueue(partition=partition, countdown=0.2)
             total.busy = True
@@ -86,7 +89,8 @@ def inbound_events_drain_partition(*, partition: int, budget_seconds: float = 5.
 
 
 def inbound_events_drain(*, limit: int | None = None, worker: str | None = None, partition: int | None = None,
-                         on_full_batch: Callable[[], None] | None = None) -> DrainResult:
+                         on_full_batch: Callable[[], None] | None = None,
+                         on_lock: Callable[[], None] | None = None) -> DrainResult:
     """Claim up to `limit` due pending events (SKIP LOCKED) and apply them in one transaction.
 
     With `partition`, only that partition's events, and only if no other drain holds the
@@ -95,7 +99,8 @@ def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
     the cancellation received after it, whichever worker or host runs which drain. Without it
     (tests, tools), every partition's due events.
 
-    `on_full_batch` is called once the claim returned a full batch, before applying it, so a
+    `on_lock` is called when the partition is held, before the claim. `on_full_batch` is called
+    once the claim returned a full batch, before applying it, so a
     helper drain can start on the next batch in parallel (other workers skip our locked rows).
     """
     limit = limit or batch_size()
@@ -106,6 +111,8 @@ def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
         if partition is not None and not _partition_lock(partition):
             result.busy = True
             return result
+        if on_lock is not None:
+            on_lock()
         pending = InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=now)
         if partition is not None:
             pending = pending.filter(partition=partition)

@@ -14,9 +14,12 @@ def inbound_drain_task(partition: int | None = None) -> int:
     if partition is None:
         services.drain_enqueue()
         return 0
-    # Cleared before claiming: an event committed after our claim re-queues a drain (no lost wake-up).
-    cache.delete(services.drain_flag(partition))
-    return services.inbound_events_drain_partition(partition=partition).claimed
+    # The wake-up flag is cleared once this drain holds the partition, before it claims: an event
+    # committed after the claim re-queues a drain (no lost wake-up). A drain that finds the
+    # partition held leaves the flag set and retries shortly, so events arriving meanwhile queue
+    # no further drains (clearing it there let every busy retry spawn another chain of retries).
+    flag = services.drain_flag(partition)
+    return services.inbound_events_drain_partition(partition=partition, on_lock=lambda: cache.delete(flag)).claimed
 
 
 @shared_task(name="ingestion.fetch")

@@ -5,11 +5,13 @@ import json
 import threading
 
 import pytest
+from django.core.cache import cache
 from django.db import connection, transaction
 
 from ingestion.drain import _partition_lock
 from ingestion.models import InboundEvent
-from ingestion.services import events_accept, inbound_events_drain, partition_for
+from ingestion.services import drain_flag, events_accept, inbound_events_drain, partition_for
+from ingestion.tasks import inbound_drain_task
 from inventory.services import stock_receive
 from tests.ingestion.conftest import post_webhook, shopify_headers
 
@@ -91,3 +93,38 @@ def test_one_drain_at_a_time_per_partition(tee, wh, settings):
     assert busy.busy and busy.claimed == 0
     assert InboundEvent.objects.get().status == "pending"
     assert inbound_events_drain(partition=partition).claimed == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_that_finds_its_partition_held_leaves_the_wake_up_flag_set(tee, wh, settings):
+    """The flag is cleared only by a drain that holds the partition, before it claims: while the
+    holder runs, events find the flag set and queue no more drains (each busy retry used to clear
+    it and let the next event start another chain of retries). Fails if the busy task clears it."""
+    settings.INGESTION_PARTITIONS = 2
+    events_accept(events=[canonical("flag-1", "TEE-M")])
+    partition = InboundEvent.objects.get().partition
+    assert cache.get(drain_flag(partition))  # set by the intake's wake-up
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        try:
+            with transaction.atomic():
+                assert _partition_lock(partition)
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10)
+    try:
+        assert inbound_drain_task(partition) == 0  # busy: retries in 0.2 s
+        assert cache.get(drain_flag(partition))
+    finally:
+        release.set()
+        thread.join()
+
+    assert inbound_drain_task(partition) == 1
+    assert cache.get(drain_flag(partition)) is None
+    assert InboundEvent.objects.get().status == "done"
