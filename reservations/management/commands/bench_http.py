@@ -24,7 +24,9 @@ Printed per path: median req/s over the rounds, p50/p99 (median over rounds), th
 bare view measured in the same round (median of the rounds' ratios), non-2xx answers and socket
 errors. Then exactness from the database: oversells (positions with reserved > on_hand, and the
 hot SKU's reserved versus its active reservations) must be 0 and the ledger must have no drift
-(inventory.selectors.ledger_drift, as `verify_ledger`); either fails the command.
+(inventory.selectors.ledger_drift, as `verify_ledger`); either fails the command. With
+webhook_ack (and the worker), also what the drain made of each round's deliveries: applied per
+second and receipt -> applied p50/p99 (the signed-webhook measurement of docs/ingestion.md).
 
 Every run makes fresh hot SKUs; the 1,000 spread SKUs and the webhook channel are created once
 and reused. Reservations are made with a 120 s TTL: the expiry sweep of `./dev up` frees them.
@@ -242,6 +244,8 @@ class Command(BaseCommand):
                                       f"p99 {r.p99:>7.1f} ms  non-2xx {r.non2xx}  errors {r.errors}  CPU ms/req "
                                       + " ".join(f"{k} {v:.2f}" for k, v in r.cpu.items()))
                 rounds.append(measured)
+            if "webhook_ack" in only and not opts["no_worker"]:
+                self._webhook_drain(run)
             if opts["profile"]:
                 self._profile(scenarios[opts["profile"]], run)
         finally:
@@ -426,6 +430,30 @@ class Command(BaseCommand):
                 "X-Shopify-Webhook-Id": row[0], "X-Shopify-Hmac-Sha256": row[1],
                 "X-Shopify-Shop-Domain": "bench.myshopify.com"}, row[2].encode()
         return make
+
+    def _webhook_drain(self, run: str) -> None:
+        """What the drain made of the measured webhook rounds (issue 12: signed webhooks driven by
+        a C client): once nothing is pending, every delivery's receipt -> applied time, and the
+        applied rate over each round's span. wrk is a closed loop, so the rate offered is what the
+        acks allowed: the ceiling of this machine with the drain running beside them."""
+        from ingestion.models import InboundEvent
+
+        deadline = time.monotonic() + 120
+        events = InboundEvent.objects.filter(channel__slug=CHANNEL, delivery_id__startswith=f"{run}r")
+        while events.filter(status=InboundEvent.Status.PENDING).exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for n in range(self.opts["rounds"]):
+            mine = events.filter(delivery_id__startswith=f"{run}r{n}webhook_ack-")
+            rows = list(mine.values_list("status", "received_at", "processed_at"))
+            if not rows:
+                continue
+            statuses = Counter(status for status, _, _ in rows)
+            waits = sorted((done - received).total_seconds() * 1000 for _, received, done in rows if done)
+            span = (max(done for _, _, done in rows if done) - min(received for _, received, _ in rows)).total_seconds()
+            p50, p99 = (waits[len(waits) // 2], waits[min(len(waits) - 1, int(len(waits) * 0.99))]) if waits else (0, 0)
+            self.stdout.write(f"  round {n + 1} webhook drain: {len(rows)} deliveries, {dict(statuses)}, applied "
+                              f"{len(waits) / max(span, 0.001):.0f}/s over {span:.1f} s, receipt -> applied "
+                              f"p50 {p50:.0f} ms p99 {p99:.0f} ms")
 
     # ------------------------------------------------------------------ driving
 
