@@ -208,7 +208,7 @@ RESERVATION_EXPIRY_BATCH_SIZE = env.int("RESERVATION_EXPIRY_BATCH_SIZE", default
 STOCK_SALE_ONE_STATEMENT = env.bool("STOCK_SALE_ONE_STATEMENT", default=True)
 # Likewise a checkout reservation held whole at the first eligible location (reservations.create_statement).
 RESERVATION_ONE_STATEMENT = env.bool("RESERVATION_ONE_STATEMENT", default=True)
-# Those statements run with a generic (reused) plan where statements are prepared (inventory.one_statement).
+# The reservation statement runs with a generic (reused) plan where statements are prepared (inventory.one_statement).
 ONE_STATEMENT_GENERIC_PLAN = env.bool("ONE_STATEMENT_GENERIC_PLAN", default=True)
 STOCK_CHANGE_REACTIONS = [
     "reservations.waitlist.waitlist_on_stock_change",

@@ -106,7 +106,7 @@ def reservation_create_in_one_statement(
         **{f"r_{c}": v for c, v in zip(RESERVATION_COLUMNS, (
             r.pk, r.status, r.channel_id, r.order_ref, r.ttl_seconds, r.expires_at, r.created_by_id, r.created_at,
             r.updated_at, r.activated_at, r.closed_at, r.closed_by, r.request_key), strict=True)}}
-    row = statement_run(_create_sql(), params)
+    row = statement_run(_create_sql(), params, generic_plan=True)
     if row is None:
         return None
     _ok, moved, written_rows, *returned = row
