@@ -80,8 +80,9 @@ def _insert_one(cursor: CursorWrapper, values: list[Any], payload_text: object) 
             with transaction.atomic() if connection.in_atomic_block else nullcontext():
                 cursor.execute(_insert_one_sql(), fast)
                 return [row[0] for row in cursor.fetchall()]
-        except DataError:
-            logger.info("jsonb refused a body Python parsed; storing the parsed payload", exc_info=True)
+        except DataError as exc:  # its message quotes the body: only the SQLSTATE is logged
+            logger.info("jsonb refused a body Python parsed (SQLSTATE %s); storing the parsed payload",
+                        getattr(exc.__cause__, "sqlstate", "?"))
     cursor.execute(_insert_one_sql(), values)
     return [row[0] for row in cursor.fetchall()]
 
