@@ -106,13 +106,15 @@ def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
     limit = limit or batch_size()
     worker = worker or worker_name()
     result = DrainResult()
-    now = timezone.now()
     with transaction.atomic():
         if partition is not None and not _partition_lock(partition):
             result.busy = True
             return result
         if on_lock is not None:
             on_lock()
+        # "Due" is decided after the wake-up flag is cleared: an event received between an
+        # earlier clock reading and the clear would be neither claimed nor woken for.
+        now = timezone.now()
         pending = InboundEvent.objects.filter(status=InboundEvent.Status.PENDING, next_attempt_at__lte=now)
         if partition is not None:
             pending = pending.filter(partition=partition)

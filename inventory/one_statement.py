@@ -29,7 +29,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from psycopg import sql
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 
 from inventory.hooks import ReactionStatement, StockChange, reaction_statements
 from inventory.models import StockMovement, StockPosition
@@ -118,7 +118,7 @@ def statement_run(statement: str, params: dict[str, Any], *, generic_plan: bool 
 
 
 def _fetch(statement: str, params: dict[str, Any], *, generic_plan: bool) -> tuple | None:
-    if not generic_plan or connection.in_atomic_block or not generic_plan_wanted():
+    if not generic_plan or not connection.get_autocommit() or connection.in_atomic_block or not generic_plan_wanted():
         with connection.cursor() as cursor:
             cursor.execute(statement, params)
             return cursor.fetchone()
@@ -133,7 +133,9 @@ def generic_plan_wanted() -> bool:
     assumes 100 rows per array), so the prepared statement never reuses its plan. Planning the
     whole CTE chain was ~0.8 ms of a 1.7 ms reservation statement; the generic plan is the same
     index walk."""
-    prepared = connection.settings_dict["OPTIONS"].get("prepare_threshold") is not None
+    options = connection.settings_dict["OPTIONS"]
+    # Client-side binding (DB_SERVER_SIDE_BINDING off) never prepares; nor does a threshold of None.
+    prepared = options.get("server_side_binding") is True and options.get("prepare_threshold") is not None
     return settings.ONE_STATEMENT_GENERIC_PLAN and prepared
 
 
@@ -152,7 +154,11 @@ def _fetch_generic_plan(statement: str, params: dict[str, Any]) -> tuple | None:
                 control.execute("COMMIT")
             return cursor.fetchone()
         except Exception:
-            if raw.info.transaction_status != TransactionStatus.IDLE and not raw.closed:
+            # ROLLBACK through libpq itself: psycopg's rollback() would also forget every statement
+            # prepared on this connection (DEALLOCATE ALL), and a refusal (a line to split, an
+            # unknown SKU) is an everyday answer. Prepared statements survive a rollback in PostgreSQL.
+            if (not raw.closed and raw.info.transaction_status != TransactionStatus.IDLE
+                    and raw.pgconn.exec_(b"ROLLBACK").status != ExecStatus.COMMAND_OK):
                 raw.rollback()
             raise
 

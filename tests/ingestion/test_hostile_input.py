@@ -10,7 +10,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.test import override_settings
 
 from channels.adapters.canonical import CanonicalError, canonical_event_parse
-from ingestion import selectors, views
+from ingestion import intake, selectors, views
 from ingestion.models import InboundEvent
 from ingestion.services import MAX_WEBHOOK_BYTES, inbound_events_reprocess
 from inventory.models import StockPosition
@@ -204,6 +204,27 @@ def test_a_body_json_loads_decodes_but_jsonb_would_not_is_stored_from_the_parsed
 
     assert response.status_code == 200 and response.json()["status"] == "accepted"
     assert InboundEvent.objects.get().payload == shopify_order("ok")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_body_jsonb_refuses_is_stored_from_the_parsed_payload(client, shopify):
+    # as in production: the webhook view runs in autocommit, so the failed INSERT has no savepoint
+    body = json.dumps(shopify_order("ok")).replace('"note": "ok"', '"note": "ok", "discount": 1e-20000').encode()
+
+    response = post_webhook(client, "shop", None, shopify_headers(body, topic="orders/create"), raw=body)
+
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
+    assert InboundEvent.objects.get().payload["discount"] == 0.0
+
+
+@pytest.mark.parametrize(("body", "text"), [
+    (b'{"a": 1}', '{"a": 1}'),
+    ('{"a": "\u00fc"}'.encode(), '{"a": "\u00fc"}'),
+    ('{"a": 1}'.encode("utf-16"), None),  # json.loads reads UTF-16; jsonb would be sent garbage
+    (b"\xef\xbb\xbf" + b'{"a": 1}', None),  # a byte-order mark: json.loads skips it, jsonb refuses it
+])
+def test_only_utf8_bodies_without_a_byte_order_mark_are_handed_to_jsonb_as_text(body, text):
+    assert intake._json_text(body) == text
 
 
 def test_nul_inside_a_sku_fails_visibly_when_processed_never_matches_another_sku(client, shopify, tee, wh):

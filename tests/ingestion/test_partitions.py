@@ -3,6 +3,7 @@ by SKU, or by order for marketplace orders; one drain at a time per partition.""
 
 import json
 import threading
+import time
 
 import pytest
 from django.core.cache import cache
@@ -127,4 +128,21 @@ def test_a_drain_that_finds_its_partition_held_leaves_the_wake_up_flag_set(tee, 
 
     assert inbound_drain_task(partition) == 1
     assert cache.get(drain_flag(partition)) is None
+    assert InboundEvent.objects.get().status == "done"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_received_when_the_flag_is_cleared_is_claimed_by_that_drain(tee, wh, settings):
+    """The drain decides what is due after it clears the wake-up flag: an event received at that
+    moment finds the flag cleared too late to be woken for (its drain is this one), so this
+    claim must take it. Fails if "now" is read before the flag is cleared."""
+    settings.INGESTION_PARTITIONS = 1
+
+    def receive_one():  # as if a delivery committed just as the flag was cleared
+        time.sleep(0.01)
+        events_accept(events=[canonical("late-1", "TEE-M")])
+
+    result = inbound_events_drain(partition=0, on_lock=receive_one)
+
+    assert result.claimed == 1
     assert InboundEvent.objects.get().status == "done"

@@ -151,5 +151,7 @@ def test_outside_a_transaction_the_statement_reuses_one_generic_plan(wh, setting
     assert _plan_cache_mode() == "auto"
     assert connection.connection.info.transaction_status == TransactionStatus.IDLE
     assert _create([("A", 1)]) is not None
+    if generic:  # the refusal's rollback kept the prepared statement and its plan (no DEALLOCATE ALL)
+        assert _plans()[0] > generic_plans
     assert StockPosition.objects.get().reserved == 13
     assert ReservationLine.objects.count() == 13

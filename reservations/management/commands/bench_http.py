@@ -25,8 +25,9 @@ bare view measured in the same round (median of the rounds' ratios), non-2xx ans
 errors. Then exactness from the database: oversells (positions with reserved > on_hand, and the
 hot SKU's reserved versus its active reservations) must be 0 and the ledger must have no drift
 (inventory.selectors.ledger_drift, as `verify_ledger`); either fails the command. With
-webhook_ack (and the worker), also what the drain made of each round's deliveries: applied per
-second and receipt -> applied p50/p99 (the signed-webhook measurement of docs/ingestion.md).
+webhook_ack (and the worker), also what the drain made of each round's deliveries: processed
+(applied, ignored or failed) per second and receipt -> processed p50/p99 (the signed-webhook
+measurement of docs/ingestion.md).
 
 Every run makes fresh hot SKUs; the 1,000 spread SKUs and the webhook channel are created once
 and reused. Reservations are made with a 120 s TTL: the expiry sweep of `./dev up` frees them.
@@ -449,9 +450,13 @@ class Command(BaseCommand):
                 continue
             statuses = Counter(status for status, _, _ in rows)
             waits = sorted((done - received).total_seconds() * 1000 for _, received, done in rows if done)
+            if not waits:  # nothing processed within the wait: say so, and still report the rest
+                self.stdout.write(f"  round {n + 1} webhook drain: {len(rows)} deliveries, {dict(statuses)}, "
+                                  "none processed within 120 s")
+                continue
             span = (max(done for _, _, done in rows if done) - min(received for _, received, _ in rows)).total_seconds()
-            p50, p99 = (waits[len(waits) // 2], waits[min(len(waits) - 1, int(len(waits) * 0.99))]) if waits else (0, 0)
-            self.stdout.write(f"  round {n + 1} webhook drain: {len(rows)} deliveries, {dict(statuses)}, applied "
+            p50, p99 = waits[len(waits) // 2], waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+            self.stdout.write(f"  round {n + 1} webhook drain: {len(rows)} deliveries, {dict(statuses)}, processed "
                               f"{len(waits) / max(span, 0.001):.0f}/s over {span:.1f} s, receipt -> applied "
                               f"p50 {p50:.0f} ms p99 {p99:.0f} ms")
 
