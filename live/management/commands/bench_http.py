@@ -457,7 +457,7 @@ class Command(BaseCommand):
             span = (max(done for _, _, done in rows if done) - min(received for _, received, _ in rows)).total_seconds()
             p50, p99 = waits[len(waits) // 2], waits[min(len(waits) - 1, int(len(waits) * 0.99))]
             self.stdout.write(f"  round {n + 1} webhook drain: {len(rows)} deliveries, {dict(statuses)}, processed "
-                              f"{len(waits) / max(span, 0.001):.0f}/s over {span:.1f} s, receipt -> applied "
+                              f"{len(waits) / max(span, 0.001):.0f}/s over {span:.1f} s, receipt -> processed "
                               f"p50 {p50:.0f} ms p99 {p99:.0f} ms")
 
     # ------------------------------------------------------------------ driving
