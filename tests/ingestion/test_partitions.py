@@ -4,6 +4,7 @@ by SKU, or by order for marketplace orders; one drain at a time per partition.""
 import json
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from django.core.cache import cache
@@ -64,13 +65,9 @@ def test_a_partition_drain_takes_only_its_own_events(tee, wh, settings):
     assert set(InboundEvent.objects.exclude(status="pending").values_list("partition", flat=True)) == {partition}
 
 
-@pytest.mark.django_db(transaction=True)
-def test_one_drain_at_a_time_per_partition(tee, wh, settings):
-    """A drain that finds its partition held claims nothing (its events stay for the holder, in
-    order); once the holder commits, the partition drains. Fails if the advisory lock is removed."""
-    settings.INGESTION_PARTITIONS = 2
-    events_accept(events=[canonical("held-1", "TEE-M")])
-    partition = InboundEvent.objects.get().partition
+@contextmanager
+def _held_elsewhere(partition: int):
+    """The partition's drain lock held by another connection (a drain on another worker) meanwhile."""
     held, release = threading.Event(), threading.Event()
 
     def holder():
@@ -86,10 +83,21 @@ def test_one_drain_at_a_time_per_partition(tee, wh, settings):
     thread.start()
     assert held.wait(10)
     try:
-        busy = inbound_events_drain(partition=partition)
+        yield
     finally:
         release.set()
         thread.join()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_drain_at_a_time_per_partition(tee, wh, settings):
+    """A drain that finds its partition held claims nothing (its events stay for the holder, in
+    order); once the holder commits, the partition drains. Fails if the advisory lock is removed."""
+    settings.INGESTION_PARTITIONS = 2
+    events_accept(events=[canonical("held-1", "TEE-M")])
+    partition = InboundEvent.objects.get().partition
+    with _held_elsewhere(partition):
+        busy = inbound_events_drain(partition=partition)
 
     assert busy.busy and busy.claimed == 0
     assert InboundEvent.objects.get().status == "pending"
@@ -105,26 +113,9 @@ def test_a_drain_that_finds_its_partition_held_leaves_the_wake_up_flag_set(tee, 
     events_accept(events=[canonical("flag-1", "TEE-M")])
     partition = InboundEvent.objects.get().partition
     assert cache.get(drain_flag(partition))  # set by the intake's wake-up
-    held, release = threading.Event(), threading.Event()
-
-    def holder():
-        try:
-            with transaction.atomic():
-                assert _partition_lock(partition)
-                held.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    assert held.wait(10)
-    try:
+    with _held_elsewhere(partition):
         assert inbound_drain_task(partition) == 0  # busy: retries in 0.2 s
         assert cache.get(drain_flag(partition))
-    finally:
-        release.set()
-        thread.join()
 
     assert inbound_drain_task(partition) == 1
     assert cache.get(drain_flag(partition)) is None
