@@ -5,6 +5,8 @@ shown in the admin, or logged. Health fields are written by channels.services (p
 """
 
 from django.db import models
+from django.db.models import F
+from django.db.models.fields.json import KeyTextTransform
 
 from inventory.models import Location, Sku
 
@@ -80,6 +82,12 @@ class Channel(models.Model):
         return self.slug
 
 
+# The channel ids a listing's `attributes` may hold that incoming order lines are matched by
+# (ingestion.processing.plan); each has an index on (channel, attributes->>key), so a batch's
+# lookup reads index entries instead of every listing of the channel.
+LISTING_ID_ATTRIBUTES = ("variant_id", "product_id", "variation_id", "inventory_item_id", "offer_id")
+
+
 class ChannelListing(models.Model):
     """A SKU as the channel knows it. `external_id` is the id pushes address (Shopify
     inventory_item_id, WooCommerce product/variation id, BigCommerce variant_id, eBay offerId,
@@ -98,6 +106,8 @@ class ChannelListing(models.Model):
             models.UniqueConstraint(fields=["channel", "sku"], name="listing_unique_channel_sku"),
             models.UniqueConstraint(fields=["channel", "external_id"], name="listing_unique_channel_external_id"),
         ]
+        indexes = [models.Index(F("channel"), KeyTextTransform(key, "attributes"), name=f"listing_attr_{key}")
+                   for key in LISTING_ID_ATTRIBUTES]
 
     def __str__(self) -> str:
         return f"{self.channel_id}:{self.external_id}"

@@ -15,20 +15,37 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from functools import cache
 
+from django.db import connection
 from django.db.models import Q
+from psycopg import sql
 
 from channels.adapters import adapter_for
 from channels.adapters.base import CanonicalEvent, Delivery
 from channels.adapters.canonical import MAX_QUANTITY, CanonicalError, canonical_event_parse
-from channels.models import Channel, ChannelListing
+from channels.models import LISTING_ID_ATTRIBUTES, Channel, ChannelListing
+from core.sql import sql_compose
 from ingestion.models import InboundEvent, IngestedOrderLine
 from inventory.bundles import bundle_components
 from inventory.models import Location, MovementType, Sku
 
 logger = logging.getLogger(__name__)
 
-LISTING_ATTRIBUTE_KEYS = ("variant_id", "product_id", "variation_id", "inventory_item_id", "offer_id")
+LISTING_ATTRIBUTE_KEYS = LISTING_ID_ATTRIBUTES
+
+
+@cache
+def _listings_by_attribute_sql() -> str:
+    """A channel's listings with any id attribute among the batch's ids, one statement: each arm
+    reads its index on (channel, attributes->>key) (channels.models). Rows: the SKU id, then each
+    attribute's text in LISTING_ID_ATTRIBUTES order (NULL where absent). Text is compared, so a
+    JSON string "123" and a JSON number 123 both match the id "123", which is how the lookup
+    keys them."""
+    texts = [sql.SQL("(attributes ->> {})").format(sql.Literal(key)) for key in LISTING_ID_ATTRIBUTES]
+    return sql_compose("SELECT sku_id, {texts} FROM {table} WHERE channel_id = %(channel)s AND ({arms})",
+                       table=ChannelListing._meta.db_table, texts=sql.SQL(", ").join(texts),
+                       arms=sql.SQL(" OR ").join(text + sql.SQL(" = ANY(%(ids)s::text[])") for text in texts))
 
 
 class Permanent(Exception):  # noqa: N818 - a failure class, named for what it means
@@ -132,15 +149,13 @@ class Resolver:
             for external_id, sku_id in ChannelListing.objects.filter(
                     channel_id=channel_id, external_id__in=ids).values_list("external_id", "sku_id"):
                 self.listings[(channel_id, external_id)] = sku_id
-            by_attribute = Q()
-            for key in LISTING_ATTRIBUTE_KEYS:
-                values = list(ids) + [int(i) for i in ids if i.isascii() and i.isdigit()]  # not '²'
-                by_attribute |= Q(**{f"attributes__{key}__in": values})
-            for sku_id, attributes in ChannelListing.objects.filter(by_attribute, channel_id=channel_id).values_list(
-                    "sku_id", "attributes"):
-                for key in LISTING_ATTRIBUTE_KEYS:
-                    if (attributes or {}).get(key) is not None:
-                        self.attribute_listings[(channel_id, key, str(attributes[key]))] = sku_id
+            with connection.cursor() as cursor:
+                cursor.execute(_listings_by_attribute_sql(), {"channel": channel_id, "ids": sorted(ids)})
+                found = cursor.fetchall()
+            for sku_id, *values in found:
+                for key, value in zip(LISTING_ATTRIBUTE_KEYS, values, strict=True):
+                    if value is not None:
+                        self.attribute_listings[(channel_id, key, value)] = sku_id
         self.order_lines: dict[tuple[int | None, str, str | None], IngestedOrderLine] = {}
         # A bundle's order line was recorded as one line per component, "<line id>#<component>x<units>".
         self.bundle_order_lines: defaultdict[tuple[int | None, str, str | None], list[IngestedOrderLine]] = \
