@@ -39,6 +39,16 @@ from reservations.allocation import eligible_locations_sql
 from reservations.holds import RESERVATION_COLUMNS, reservation_context
 from reservations.models import Reservation, ReservationLine
 
+# The reservation row's values: the statement's own parameters where it has them (a parameter used
+# twice is sent and dumped once), constants for a new active reservation, and its own otherwise.
+_RESERVATION_VALUES = {
+    "id": sql.Placeholder("id"), "status": sql.Literal(Reservation.Status.ACTIVE.value),
+    "channel_id": sql.Placeholder("channel"), "order_ref": sql.Placeholder("order_ref"),
+    "ttl_seconds": sql.Placeholder("ttl"), "expires_at": sql.Placeholder("expires_at"),
+    "created_by_id": sql.Placeholder("created_by"), "created_at": sql.Placeholder("now"),
+    "updated_at": sql.Placeholder("now"), "activated_at": sql.Placeholder("now"), "closed_at": sql.SQL("NULL"),
+    "closed_by": sql.Literal(""), "request_key": sql.Placeholder("request_key")}
+
 
 @cache
 def _create_sql() -> str:
@@ -75,7 +85,7 @@ def _create_sql() -> str:
         position=StockPosition._meta.db_table, sku=Sku._meta.db_table, eligible=eligible_locations_sql(),
         ledger=ledger_insert(reserved_delta="quantity", on_hand_delta="0"),
         reservations=Reservation._meta.db_table, columns=RESERVATION_COLUMNS,
-        values=sql.SQL(", ").join(sql.Placeholder(f"r_{c}") for c in RESERVATION_COLUMNS),
+        values=sql.SQL(", ").join(_RESERVATION_VALUES[c] for c in RESERVATION_COLUMNS),
         lines=ReservationLine._meta.db_table, ctes=parts.ctes, arrays=parts.arrays))
 
 
@@ -102,10 +112,8 @@ def reservation_create_in_one_statement(
         "channel": channel.pk if channel is not None else None, "holds": len(lines), "now": now, "id": r.pk,
         "type": MovementType.RESERVE, "source": ctx.source, "reference": ctx.reference, "event_key": None,
         "actor": ctx.actor, "occurred_at": ctx.occurred_at or now, "metadata": Jsonb(ctx.metadata),
-        "reservation_id": r.pk,
-        **{f"r_{c}": v for c, v in zip(RESERVATION_COLUMNS, (
-            r.pk, r.status, r.channel_id, r.order_ref, r.ttl_seconds, r.expires_at, r.created_by_id, r.created_at,
-            r.updated_at, r.activated_at, r.closed_at, r.closed_by, r.request_key), strict=True)}}
+        "reservation_id": r.pk, "order_ref": r.order_ref, "ttl": r.ttl_seconds, "expires_at": r.expires_at,
+        "created_by": r.created_by_id, "request_key": r.request_key}
     row = statement_run(_create_sql(), params, generic_plan=True)
     if row is None:
         return None
