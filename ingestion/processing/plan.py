@@ -190,7 +190,9 @@ class Resolver:
                 if (channel.pk, candidate) in self.listings:
                     return self.listings[(channel.pk, candidate)]
             for key, value in (ev.metadata.get("ids") or {}).items():
-                for attribute in {key, *LISTING_ATTRIBUTE_KEYS}:
+                # The id's own key first, then the others in their listed order (a set's order
+                # varied between processes: where two listings share a value, the match did too).
+                for attribute in dict.fromkeys((key, *LISTING_ATTRIBUTE_KEYS)):
                     if (channel.pk, attribute, str(value)) in self.attribute_listings:
                         return self.attribute_listings[(channel.pk, attribute, str(value))]
             if ev.external_id and (channel.pk, "inventory_item_id", ev.external_id) in self.attribute_listings:
