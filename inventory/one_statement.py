@@ -118,11 +118,11 @@ def statement_run(statement: str, params: dict[str, Any], *, generic_plan: bool 
 
 
 def _fetch(statement: str, params: dict[str, Any], *, generic_plan: bool) -> tuple | None:
-    if not generic_plan or not connection.get_autocommit() or connection.in_atomic_block or not generic_plan_wanted():
-        with connection.cursor() as cursor:
-            cursor.execute(statement, params)
-            return cursor.fetchone()
-    return _fetch_generic_plan(statement, params)
+    if generic_plan and connection.get_autocommit() and generic_plan_wanted():  # never inside a transaction
+        return _fetch_generic_plan(statement, params)
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchone()
 
 
 def generic_plan_wanted() -> bool:
@@ -144,14 +144,18 @@ def _fetch_generic_plan(statement: str, params: dict[str, Any]) -> tuple | None:
     one pipeline (one round trip, the row locks still held only while the server runs the
     statement and commits). The setting ends with the transaction, so nothing else on the
     connection is planned differently; on an error the transaction is rolled back."""
-    with connection.wrap_database_errors, connection.cursor() as cursor, connection.cursor() as control:
-        raw = connection.connection  # open now: the cursors connected
+    with connection.wrap_database_errors, connection.cursor() as cursor:
+        raw = connection.connection  # open now: the cursor connected
+        # The transaction commands are never prepared: a COMMIT that psycopg prepares in a
+        # pipeline the statement's refusal aborted was left in its cache but not on the server
+        # ("prepared statement does not exist" on the next call).
+        control = raw.cursor()
         try:
             with raw.pipeline():
-                control.execute("BEGIN")
-                control.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                control.execute(b"BEGIN", prepare=False)
+                control.execute(b"SET LOCAL plan_cache_mode = force_generic_plan", prepare=False)
                 cursor.execute(statement, params)
-                control.execute("COMMIT")
+                control.execute(b"COMMIT", prepare=False)
             return cursor.fetchone()
         except Exception:
             # ROLLBACK through libpq itself: psycopg's rollback() would also forget every statement
@@ -161,4 +165,6 @@ def _fetch_generic_plan(statement: str, params: dict[str, Any]) -> tuple | None:
                     and raw.pgconn.exec_(b"ROLLBACK").status != ExecStatus.COMMAND_OK):
                 raw.rollback()
             raise
+        finally:
+            control.close()
 
