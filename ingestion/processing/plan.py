@@ -32,9 +32,6 @@ from inventory.models import Location, MovementType, Sku
 
 logger = logging.getLogger(__name__)
 
-LISTING_ATTRIBUTE_KEYS = LISTING_ID_ATTRIBUTES
-
-
 @cache
 def _listings_by_attribute_sql() -> str:
     """A channel's listings with any id attribute among the batch's ids, one statement: each arm
@@ -153,7 +150,7 @@ class Resolver:
                 cursor.execute(_listings_by_attribute_sql(), {"channel": channel_id, "ids": sorted(ids)})
                 found = cursor.fetchall()
             for sku_id, *values in found:
-                for key, value in zip(LISTING_ATTRIBUTE_KEYS, values, strict=True):
+                for key, value in zip(LISTING_ID_ATTRIBUTES, values, strict=True):
                     if value is not None:
                         self.attribute_listings[(channel_id, key, value)] = sku_id
         self.order_lines: dict[tuple[int | None, str, str | None], IngestedOrderLine] = {}
@@ -192,7 +189,7 @@ class Resolver:
             for key, value in (ev.metadata.get("ids") or {}).items():
                 # The id's own key first, then the others in their listed order (a set's order
                 # varied between processes: where two listings share a value, the match did too).
-                for attribute in dict.fromkeys((key, *LISTING_ATTRIBUTE_KEYS)):
+                for attribute in dict.fromkeys((key, *LISTING_ID_ATTRIBUTES)):
                     if (channel.pk, attribute, str(value)) in self.attribute_listings:
                         return self.attribute_listings[(channel.pk, attribute, str(value))]
             if ev.external_id and (channel.pk, "inventory_item_id", ev.external_id) in self.attribute_listings:

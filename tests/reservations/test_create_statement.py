@@ -59,17 +59,23 @@ def test_a_line_that_cannot_be_held_undoes_the_lines_that_could(wh):
     assert _create([("A", 2)]) is not None  # alone, A is held
 
 
-def test_a_line_no_single_location_can_hold_is_left_to_the_general_path(wh, store):
+@pytest.mark.parametrize(("at_wh", "at_store", "quantity", "split"), [
+    (5, 5, 8, [("store", 3), ("wh", 5)]),  # no single location holds the line
+    # Found by the model-based stock machine: allocation fills a line in priority order, so
+    # 2 at wh and 10 at store make a line of 5 wh 2 + store 3, never store 5.
+    (2, 10, 5, [("store", 3), ("wh", 2)]),
+], ids=["no-single-location", "first-location-in-part"])
+def test_a_line_the_statement_cannot_hold_whole_is_split_by_the_general_path_in_priority_order(
+        wh, store, at_wh, at_store, quantity, split):
     SkuFactory(code="SPLIT")
-    stock.stock_receive(sku="SPLIT", location="wh", quantity=5)
-    stock.stock_receive(sku="SPLIT", location="store", quantity=5)
+    stock.stock_receive(sku="SPLIT", location="wh", quantity=at_wh)
+    stock.stock_receive(sku="SPLIT", location="store", quantity=at_store)
     before = _state()
-    assert _create([("SPLIT", 8)]) is None
+    assert _create([("SPLIT", quantity)]) is None
     assert _state() == before
     # the service then splits it, as it always did
-    reservation = services.reservation_create(lines=[{"sku": "SPLIT", "quantity": 8}])
-    assert sorted((line.location.code, line.quantity) for line in reservation.lines.all()) == [("store", 3),
-                                                                                                 ("wh", 5)]
+    reservation = services.reservation_create(lines=[{"sku": "SPLIT", "quantity": quantity}])
+    assert sorted((line.location.code, line.quantity) for line in reservation.lines.all()) == split
 
 
 def test_each_line_is_held_at_the_first_eligible_location_with_units(wh, store):
@@ -97,20 +103,6 @@ def test_each_line_is_held_at_the_first_eligible_location_with_units(wh, store):
     services.reservation_commit(reservation_id=reservation.pk)
     assert StockPosition.objects.get(sku=a, location=store).on_hand == 6
     assert stock_selectors.ledger_drift() == []
-
-
-def test_a_line_the_first_location_holds_only_in_part_is_split_in_priority_order(wh, store):
-    # Found by the model-based stock machine: allocation fills a line in priority order, so
-    # 2 at wh and 10 at store make a line of 5 wh 2 + store 3, never store 5.
-    SkuFactory(code="PART")
-    stock.stock_receive(sku="PART", location="wh", quantity=2)
-    stock.stock_receive(sku="PART", location="store", quantity=10)
-    before = _state()
-    assert _create([("PART", 5)]) is None
-    assert _state() == before
-    reservation = services.reservation_create(lines=[{"sku": "PART", "quantity": 5}])
-    assert sorted((line.location.code, line.quantity) for line in reservation.lines.all()) == [("store", 3),
-                                                                                                 ("wh", 2)]
 
 
 def _plans():
@@ -155,3 +147,15 @@ def test_outside_a_transaction_the_statement_reuses_one_generic_plan(wh, setting
         assert _plans()[0] > generic_plans
     assert StockPosition.objects.get().reserved == 13
     assert ReservationLine.objects.count() == 13
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("refused_at", range(1, 8))
+def test_a_refusal_at_any_point_of_the_prepare_count_leaves_the_connection_usable(wh, refused_at):
+    # psycopg prepares a statement on its 5th run: a refusal whose pipeline aborted the commands
+    # after the statement (COMMIT) must not leave psycopg believing one of them is prepared
+    SkuFactory(code="A")
+    stock.stock_receive(sku="A", location="wh", quantity=100)
+    for run in range(1, 12):
+        assert (_create([("A", 1000)]) is None) if run == refused_at else (_create([("A", 1)]) is not None)
+    assert StockPosition.objects.get().reserved == 10
