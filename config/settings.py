@@ -345,6 +345,9 @@ LIVE_REDIS_PREFIX = env.str("LIVE_REDIS_PREFIX", default="stockline:live:")
 # Under ASGI (config.asgi), how many threads per process run synchronous views: the API's
 # concurrency per process, as gunicorn's --threads was (live.asgi).
 ASGI_SYNC_THREADS = env.int("ASGI_SYNC_THREADS", default=8)
+# Under ASGI, run each API request's synchronous part as one call on its thread (live.asgi.
+# OneCallHandler); off: Django's own ASGI handler, which hops between loop and thread per step.
+ASGI_ONE_CALL = env.bool("ASGI_ONE_CALL", default=True)
 # Demo mode puts the storefront's demo API keys into /storefront/ (`./dev up` turns it on). Off:
 # the page asks the visitor for keys; no key is ever served.
 DEMO_MODE = env.bool("STOCKLINE_DEMO", default=False)

@@ -13,6 +13,9 @@ connection. So, per request:
   middleware, the key and SKU checks, request signals): any of them may run any part, since a
   stream's only database work is one call. An open stream holds no thread at all.
 
+Everything but a stream is served by `OneCallHandler`: the whole request in one call on that
+thread (Django's own handler hops between the loop and the thread five times per request).
+
 Lifespan: the live hub of the process (live.hub) is stopped cleanly at shutdown.
 """
 
@@ -21,8 +24,14 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.base import BaseHandler
+from django.http import FileResponse
+from django.urls import set_script_prefix
 
 STREAM_PREFIX = "/api/v1/stream/"
 # Threads opening streams at once (each busy a few milliseconds per new stream).
@@ -50,9 +59,58 @@ class _Threads:
         self._queue().put_nowait(executor)
 
 
+class OneCallHandler(ASGIHandler):
+    """Django's ASGI handler, with each request's synchronous part run as one call on the
+    request's thread: request_started, the middleware chain, URL resolution, the view, and, for
+    an answer held in memory, request_finished.
+
+    Django's own handler builds an async chain and, with our synchronous middlewares, crosses
+    between the event loop and the thread five times per request (request_started, the chain,
+    back to the loop to resolve the URL, the view, response.close()); each crossing costs a
+    thread wake-up and a context copy, more than a bare request's own work (docs/performance.md).
+    Only the body is read and the answer sent on the loop, as before. A streamed answer (a
+    static file) is sent by Django's send_response, then closed on the thread, as Django does.
+    Live streams, whose views are async, keep Django's handler (application_wrap).
+    """
+
+    def __init__(self):
+        BaseHandler.__init__(self)  # not ASGIHandler.__init__: it builds the async chain
+        self.load_middleware(is_async=False)
+
+    async def handle(self, scope, receive, send):
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        try:
+            response = await sync_to_async(self._respond, thread_sensitive=True)(scope, body_file)
+            try:
+                await self.send_response(response, send)  # uvicorn ignores sends to a client gone
+            finally:
+                if response.streaming:
+                    await sync_to_async(response.close, thread_sensitive=True)()
+        finally:
+            body_file.close()
+
+    def _respond(self, scope, body_file):
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = self.get_response(request)  # the chain; a 4xx/5xx is logged here, as Django does
+            response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size
+        if not response.streaming:
+            response.close()  # request_finished on the request's thread; the body is already in memory
+        return response
+
+
 def application_wrap(django_app):
-    """The ASGI callable `config.asgi` serves."""
+    """The ASGI callable `config.asgi` serves. `django_app` (Django's handler) serves the live
+    streams; everything else goes to a OneCallHandler unless ASGI_ONE_CALL is off."""
     threads = _Threads(settings.ASGI_SYNC_THREADS)
+    api_app = OneCallHandler() if settings.ASGI_ONE_CALL else django_app
     stream_threads = ThreadPoolExecutor(max_workers=STREAM_THREADS, thread_name_prefix="stream")
 
     async def application(scope, receive, send):
@@ -66,7 +124,7 @@ def application_wrap(django_app):
         executor = await threads.borrow()
         try:
             async with ThreadSensitiveContext(executor=executor):
-                await django_app(scope, receive, send)
+                await api_app(scope, receive, send)
         finally:
             threads.give_back(executor)
 
