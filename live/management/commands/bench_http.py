@@ -1,7 +1,7 @@
 """Benchmark: the hot HTTP paths against a bare Django view on the same server (docs/performance.md).
 
     ./dev manage bench_http [--duration 10] [--rounds 3] [--connections 32] [--threads 2]
-                            [--only NAME,...] [--profile NAME] [--no-worker]
+                            [--only NAME,...] [--profile NAME] [--no-worker] [--compare ENV=VALUE,...]
 
 Starts the web server exactly as `./dev up` does (gunicorn, the ASGI app on the uvicorn worker
 class, 2 processes, its output piped through this process as `./dev up` pipes it, a
@@ -28,6 +28,12 @@ hot SKU's reserved versus its active reservations) must be 0 and the ledger must
 webhook_ack (and the worker), also what the drain made of each round's deliveries: processed
 (applied, ignored or failed) per second and receipt -> processed p50/p99 (the signed-webhook
 measurement of docs/ingestion.md).
+
+--compare ENV=VALUE,... starts a second web server ("B") with those environment variables (a
+setting read at start, e.g. ASGI_ONE_CALL=0) beside the first ("A"), and drives every path on
+both in turn, A then B in odd rounds, B then A in even ones: this machine's speed drifts by 2x
+over minutes, so only figures taken back to back compare. Then it prints, per path, B's req/s and
+web CPU per request over A's in each round.
 
 Every run makes fresh hot SKUs; the 1,000 spread SKUs and the webhook channel are created once
 and reused. Reservations are made with a 120 s TTL: the expiry sweep of `./dev up` frees them.
@@ -208,6 +214,9 @@ class Command(BaseCommand):
                             help="after the rounds, record this path with py-spy on every web worker")
         parser.add_argument("--no-worker", action="store_true", help="do not start the Celery worker")
         parser.add_argument("--python-client", action="store_true", help="use the Python client even with wrk")
+        parser.add_argument("--compare", default="",
+                            help="ENV=VALUE,...: a second web server with these variables, driven in turn with "
+                                 "the first on every path (A/B)")
         parser.add_argument("--server", choices=["asgi", "wsgi"], default="asgi",
                             help="asgi: as ./dev up (default); wsgi: gunicorn gthread, for comparison")
 
@@ -220,6 +229,9 @@ class Command(BaseCommand):
             raise CommandError(f"unknown paths {sorted(unknown)}; known: {', '.join(PATHS)}")
         if "bare" not in only:
             only.insert(0, "bare")  # ratios need the ceiling of the same round
+        compare = dict(pair.split("=", 1) for pair in opts["compare"].split(",") if pair.strip())
+        if any(not key.strip() for key in compare):
+            raise CommandError("--compare takes ENV=VALUE pairs, e.g. ASGI_ONE_CALL=0")
         self.wrk = None if opts["python_client"] else shutil.which("wrk")
         self.opts = opts
         run = uuid.uuid4().hex[:8]
@@ -234,24 +246,39 @@ class Command(BaseCommand):
         children: list[subprocess.Popen] = []
         try:
             self.url, self.web = self._start(children, worker=not opts["no_worker"])
+            targets = {"A": (self.url, self.web.pid)}
+            if compare:
+                url_b, web_b = self._start_web(children, compare)
+                targets["B"] = (url_b, web_b.pid)
+                self.stdout.write(f"B {url_b}: the same, with {' '.join(f'{k}={v}' for k, v in compare.items())}")
             rounds: list[dict[str, Result]] = []
+            rounds_b: list[dict[str, Result]] = []
             for n in range(opts["rounds"]):
-                measured: dict[str, Result] = {}
+                measured: dict[str, dict[str, Result]] = {"A": {}, "B": {}}
                 for name in only:
-                    self._drive(scenarios[name], f"{run}w{n}{name}", opts["warmup"])
-                    measured[name] = self._drive(scenarios[name], f"{run}r{n}{name}", opts["duration"])
-                    r = measured[name]
-                    self.stdout.write(f"  round {n + 1} {name:<15} {r.rps:>8.0f} req/s  p50 {r.p50:>7.1f} ms  "
-                                      f"p99 {r.p99:>7.1f} ms  non-2xx {r.non2xx}  errors {r.errors}  CPU ms/req "
-                                      + " ".join(f"{k} {v:.2f}" for k, v in r.cpu.items()))
-                rounds.append(measured)
+                    for side in sorted(targets, reverse=n % 2 == 1):
+                        self.url, self.roots["web"] = targets[side]
+                        letter = "r" if side == "A" else "b"
+                        self._drive(scenarios[name], f"{run}w{letter}{n}{name}", opts["warmup"])
+                        r = measured[side][name] = self._drive(scenarios[name], f"{run}{letter}{n}{name}",
+                                                               opts["duration"])
+                        self.stdout.write(f"  round {n + 1}{' ' + side if compare else ''} {name:<15} "
+                                          f"{r.rps:>8.0f} req/s  p50 {r.p50:>7.1f} ms  p99 {r.p99:>7.1f} ms  "
+                                          f"non-2xx {r.non2xx}  errors {r.errors}  CPU ms/req "
+                                          + " ".join(f"{k} {v:.2f}" for k, v in r.cpu.items()))
+                rounds.append(measured["A"])
+                rounds_b.append(measured["B"])
+            self.url, self.roots["web"] = targets["A"]
             if "webhook_ack" in only and not opts["no_worker"]:
-                self._webhook_drain(run)
+                for side in targets:
+                    self._webhook_drain(run, "r" if side == "A" else "b", f" {side}" if compare else "")
             if opts["profile"]:
                 self._profile(scenarios[opts["profile"]], run)
         finally:
             self._stop(children)
         self._report(only, rounds)
+        if compare:
+            self._report_compare(only, rounds, rounds_b, compare)
         self._exactness()
 
     # ------------------------------------------------------------------ data
@@ -432,7 +459,7 @@ class Command(BaseCommand):
                 "X-Shopify-Shop-Domain": "bench.myshopify.com"}, row[2].encode()
         return make
 
-    def _webhook_drain(self, run: str) -> None:
+    def _webhook_drain(self, run: str, letter: str = "r", label: str = "") -> None:
         """What the drain made of the measured webhook rounds (issue 12: signed webhooks driven by
         a C client): once nothing is pending, every delivery's receipt -> applied time, and the
         applied rate over each round's span. wrk is a closed loop, so the rate offered is what the
@@ -440,25 +467,25 @@ class Command(BaseCommand):
         from ingestion.models import InboundEvent
 
         deadline = time.monotonic() + 120
-        events = InboundEvent.objects.filter(channel__slug=CHANNEL, delivery_id__startswith=f"{run}r")
+        events = InboundEvent.objects.filter(channel__slug=CHANNEL, delivery_id__startswith=f"{run}{letter}")
         while events.filter(status=InboundEvent.Status.PENDING).exists() and time.monotonic() < deadline:
             time.sleep(0.5)
         for n in range(self.opts["rounds"]):
-            mine = events.filter(delivery_id__startswith=f"{run}r{n}webhook_ack-")
+            mine = events.filter(delivery_id__startswith=f"{run}{letter}{n}webhook_ack-")
             rows = list(mine.values_list("status", "received_at", "processed_at"))
             if not rows:
                 continue
             statuses = Counter(status for status, _, _ in rows)
             waits = sorted((done - received).total_seconds() * 1000 for _, received, done in rows if done)
             if not waits:  # nothing processed within the wait: say so, and still report the rest
-                self.stdout.write(f"  round {n + 1} webhook drain: {len(rows)} deliveries, {dict(statuses)}, "
+                self.stdout.write(f"  round {n + 1}{label} webhook drain: {len(rows)} deliveries, {dict(statuses)}, "
                                   "none processed within 120 s")
                 continue
             span = (max(done for _, _, done in rows if done) - min(received for _, received, _ in rows)).total_seconds()
             p50, p99 = waits[len(waits) // 2], waits[min(len(waits) - 1, int(len(waits) * 0.99))]
-            self.stdout.write(f"  round {n + 1} webhook drain: {len(rows)} deliveries, {dict(statuses)}, processed "
-                              f"{len(waits) / max(span, 0.001):.0f}/s over {span:.1f} s, receipt -> processed "
-                              f"p50 {p50:.0f} ms p99 {p99:.0f} ms")
+            self.stdout.write(f"  round {n + 1}{label} webhook drain: {len(rows)} deliveries, {dict(statuses)}, "
+                              f"processed {len(waits) / max(span, 0.001):.0f}/s over {span:.1f} s, "
+                              f"receipt -> processed p50 {p50:.0f} ms p99 {p99:.0f} ms")
 
     # ------------------------------------------------------------------ driving
 
@@ -560,8 +587,7 @@ class Command(BaseCommand):
 
     # ------------------------------------------------------------------ the stack
 
-    def _start(self, children: list[subprocess.Popen], *, worker: bool) -> tuple[str, subprocess.Popen]:
-        port = _free_port()
+    def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         s = connection.settings_dict
         env["DATABASE_URL"] = f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
@@ -570,6 +596,11 @@ class Command(BaseCommand):
         metrics_dir = self.work / "prometheus"
         metrics_dir.mkdir(exist_ok=True)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        return env
+
+    def _start(self, children: list[subprocess.Popen], *, worker: bool) -> tuple[str, subprocess.Popen]:
+        port = _free_port()
+        env = self._env()
         log = self.work / "stack.log"
         web = subprocess.Popen(web_command(port, self.opts["server"]), cwd=ROOT, env=env, stdout=subprocess.PIPE,  # noqa: S603
                                stderr=subprocess.STDOUT, start_new_session=True, text=True, bufsize=1)
@@ -602,6 +633,27 @@ class Command(BaseCommand):
         command = " ".join(web_command(port, self.opts["server"])[1:])
         self.stdout.write(f"web {url}: {command}" + ("; Celery worker x2" if worker else ""))
         return url, web
+
+    def _start_web(self, children: list[subprocess.Popen], extra: dict[str, str]) -> tuple[str, subprocess.Popen]:
+        """A second web server (--compare), its output in stack-b.log; no worker of its own."""
+        port = _free_port()
+        log = self.work / "stack-b.log"
+        web = subprocess.Popen(web_command(port, self.opts["server"]), cwd=ROOT, env={**self._env(), **extra},  # noqa: S603
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True,
+                               bufsize=1)
+        children.append(web)
+        _Pump("web-b", web, log)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            if web.poll() is not None:
+                raise CommandError(f"the B server did not start; see {log}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{url}/_bench/bare/", timeout=5).status_code == 200:
+                    return url, web
+            if time.monotonic() > deadline:
+                raise CommandError(f"the B server did not start within 90 s; see {log}")
+            time.sleep(0.3)
 
     def _stop(self, children: list[subprocess.Popen]) -> None:
         for child in children:
@@ -706,6 +758,24 @@ class Command(BaseCommand):
                 + " ".join(f"{x:.2f}" for x in ratios))
         self.stdout.write("x bare: req/s over the bare view's in the same round; CPU x bare: the bare view's CPU per "
                           "request over this path's (server processes only: web, database, worker, Redis, log pump).")
+
+    def _report_compare(self, names: list[str], rounds_a: list[dict[str, Result]],
+                        rounds_b: list[dict[str, Result]], compare: dict[str, str]) -> None:
+        """B against A, round by round (each pair measured back to back)."""
+        med = statistics.median
+        self.stdout.write(f"\nB ({' '.join(f'{k}={v}' for k, v in compare.items())}) against A, per round:")
+        self.stdout.write(f"{'path':<16} {'A req/s':>8} {'B req/s':>8} {'B/A':>5} | {'web CPU ms/req A':>16} "
+                          f"{'B':>5} {'B/A':>5} | {'all CPU B/A':>11}   (medians; B/A per round)")
+        for name in names:
+            pairs = [(a[name], b[name]) for a, b in zip(rounds_a, rounds_b, strict=True)]
+            rps = [b.rps / a.rps for a, b in pairs if a.rps]
+            web = [b.cpu.get("web", 0) / a.cpu["web"] for a, b in pairs if a.cpu.get("web")]
+            total = [sum(b.cpu.values()) / sum(a.cpu.values()) for a, b in pairs if sum(a.cpu.values())]
+            self.stdout.write(
+                f"{name:<16} {med(a.rps for a, _ in pairs):>8.0f} {med(b.rps for _, b in pairs):>8.0f} "
+                f"{med(rps):>5.2f} | {med(a.cpu.get('web', 0) for a, _ in pairs):>16.2f} "
+                f"{med(b.cpu.get('web', 0) for _, b in pairs):>5.2f} {med(web):>5.2f} | {med(total):>11.2f}   "
+                f"req/s {' '.join(f'{x:.2f}' for x in rps)}; web CPU {' '.join(f'{x:.2f}' for x in web)}")
 
     def _exactness(self) -> None:
         """Oversells and ledger drift, from the database, after the load (the answers are not trusted)."""
