@@ -7,6 +7,7 @@ from celery.schedules import crontab
 from django.conf import settings
 
 from config.metrics import ledger_verify_record
+from core.celery_connections import celery_connections_connect
 from core.observability.celery_signals import celery_signals_connect
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -18,6 +19,8 @@ app.autodiscover_tasks()
 # The request id travels with every task (message header) and task runs are counted; the last
 # ledger verification's drift count is kept for the metrics (docs/observability.md).
 celery_signals_connect()
+# Database connections kept across tasks, checked at each task's start (core.celery_connections).
+celery_connections_connect()
 signals.task_success.connect(ledger_verify_record, weak=False, dispatch_uid="stockline.ledger_verify_record")
 
 # Every periodic task, with why it runs at that interval. django-celery-beat's DatabaseScheduler

@@ -244,10 +244,17 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Task events (received/started/succeeded/failed, and sent from the publisher) for Flower and
-# `celery events`; without a listener Redis drops them, so they cost one small publish each.
-CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# Celery's Django fixup would close the database connections around every task (a new PostgreSQL
+# connection per drain batch); with this it recycles them only every 10,000 tasks, and
+# core.celery_connections gives each task a request's connection handling instead. 0: Celery's
+# own behaviour, a new connection for every task.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=10_000) or None
+# Task events (received/started/succeeded/failed, and task-sent from publishers) for `celery
+# events`. Off by default: they were ~15 % of the worker's CPU under a webhook stream (one publish
+# per event, whether or not anyone listens). Flower turns the worker events on by itself (its
+# `enable_events`, on by default); CELERY_TASK_EVENTS=1 sends them all from the start.
+CELERY_WORKER_SEND_TASK_EVENTS = env.bool("CELERY_TASK_EVENTS", default=False)
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
 
 # --- Logging: one line per event to stdout; `./dev up` prefixes it with the process name.
 # LOG_FORMAT=json: one JSON object per line (for a log shipper); otherwise readable text. Every

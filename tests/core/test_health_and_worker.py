@@ -38,5 +38,37 @@ def test_real_worker_runs_a_task_end_to_end(celery_worker_process):
     ping_task.delay(token)
     deadline = time.monotonic() + 90
     while cache.get(f"ping:{token}") != "pong":
-        assert time.monotonic() < deadline, "the worker never ran the task"
+        assert time.monotonic() < deadline, "no worker connection left idle after the task: closed, or never ran"
         time.sleep(0.1)
+
+
+def _idle_since(moment) -> set[int]:
+    """PostgreSQL sessions (not this test's) idle after a statement that ended after `moment`."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+                       "pid <> pg_backend_pid() AND state = 'idle' AND state_change > %s", [moment])
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.mark.slow
+def test_worker_keeps_its_database_connection_across_tasks(celery_worker_process):
+    """Celery's Django fixup alone closes the connection after every task (a new PostgreSQL
+    backend per task); core.celery_connections keeps it, as the web keeps its own."""
+    from django.utils import timezone
+
+    from core.tasks import prune_idempotency_keys_task
+
+    seen: set[int] = set()
+    for _ in range(5):
+        sent = timezone.now()
+        prune_idempotency_keys_task.delay()  # one DELETE in a transaction
+        deadline = time.monotonic() + 60
+        while not (idle := _idle_since(sent)):
+            assert time.monotonic() < deadline, "no worker connection left idle after the task: closed, or never ran"
+            time.sleep(0.02)
+        seen |= idle
+    time.sleep(1.0)
+    assert len(seen) <= 2, f"a new connection per task: backends {sorted(seen)}"  # 2 pool processes
+    assert _idle_since(sent) & seen, "the worker closed its connection after the task"

@@ -137,6 +137,7 @@ class Result:
     errors: int
     statuses: dict[int, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU ms per answered request, per server process group
+    sessions: int = 0  # PostgreSQL connections opened meanwhile (pg_stat_database.sessions)
 
 
 def _proc_stat(pid: int) -> tuple[int, list[int]] | None:
@@ -170,6 +171,15 @@ def _cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
             todo += children.get(pid, [])
         totals[name] = total / tick
     return totals
+
+
+def _db_sessions() -> int:
+    """Connections ever opened to this database: a new one per request or per task is a fork of a
+    PostgreSQL backend, costlier than most requests (each backend reports it within a second)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])
 
 
 @dataclass
@@ -264,8 +274,8 @@ class Command(BaseCommand):
                                                                opts["duration"])
                         self.stdout.write(f"  round {n + 1}{' ' + side if compare else ''} {name:<15} "
                                           f"{r.rps:>8.0f} req/s  p50 {r.p50:>7.1f} ms  p99 {r.p99:>7.1f} ms  "
-                                          f"non-2xx {r.non2xx}  errors {r.errors}  CPU ms/req "
-                                          + " ".join(f"{k} {v:.2f}" for k, v in r.cpu.items()))
+                                          f"non-2xx {r.non2xx}  errors {r.errors}  db sessions {r.sessions}  "
+                                          "CPU ms/req " + " ".join(f"{k} {v:.2f}" for k, v in r.cpu.items()))
                 rounds.append(measured["A"])
                 rounds_b.append(measured["B"])
             self.url, self.roots["web"] = targets["A"]
@@ -492,6 +502,7 @@ class Command(BaseCommand):
     def _drive(self, scenario: Scenario, prefix: str, duration: float) -> Result:
         if scenario.prepare is not None:
             scenario.prepare(prefix, duration)
+        sessions_before = _db_sessions()
         before, pump_before = _cpu_seconds(self.roots), time.process_time()
         result = self._wrk(scenario, prefix, duration) if self.wrk else self._python_client(scenario, prefix, duration)
         after, pump = _cpu_seconds(self.roots), time.process_time() - pump_before
@@ -500,6 +511,7 @@ class Command(BaseCommand):
         if self.wrk:  # this process only pumps the server's output meanwhile (./dev up's supervisor)
             result.cpu["pump"] = 1000 * pump / answered
         self._worker_idle()
+        result.sessions = _db_sessions() - sessions_before
         return result
 
     def _worker_idle(self, timeout: float = 180.0) -> None:
