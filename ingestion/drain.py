@@ -119,8 +119,9 @@ def inbound_events_drain(*, limit: int | None = None, worker: str | None = None,
         if partition is not None:
             pending = pending.filter(partition=partition)
         events = list(
-            # The raw body and headers stay in the table: planning reads the parsed payload.
-            pending.select_for_update(skip_locked=True, of=("self",)).select_related("channel")
+            # The raw body and headers stay in the table: planning reads the parsed payload, and
+            # the batch's channels once (BatchProcessor), not a channel row per event.
+            pending.select_for_update(skip_locked=True, of=("self",))
             .defer("body", "headers")
             # Events still waiting for their channel's data (BigCommerce products) belong to the
             # fetch task (inbound_events_fetch): the drain makes no HTTP call, and they take no
