@@ -44,7 +44,7 @@ class IdempotencyRecord(models.Model):
         IN_FLIGHT = "in_flight"
         DONE = "done"
 
-    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, db_index=False)  # idempotency_unique_key
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)
     state = models.CharField(max_length=16, choices=State.choices, default=State.IN_FLIGHT)

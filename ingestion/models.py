@@ -27,7 +27,7 @@ class InboundEvent(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     channel = models.ForeignKey(Channel, null=True, blank=True, on_delete=models.PROTECT,
-                                related_name="inbound_events")
+                                related_name="inbound_events", db_index=False)  # inbound_channel_newest
     source = models.CharField(max_length=16, choices=Source.choices)
     # "wh:<channel id>:<delivery id>" or "api:<event_id>": a delivery/event is stored once, forever.
     dedup_key = models.CharField(max_length=300, unique=True)

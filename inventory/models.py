@@ -133,8 +133,10 @@ class StockMovement(models.Model):
     """One ledger row per change to one position. Append-only: a database trigger rejects
     UPDATE and DELETE (migration 0002), whatever the caller."""
 
-    position = models.ForeignKey(StockPosition, on_delete=models.PROTECT, related_name="movements")
-    sku = models.ForeignKey(Sku, on_delete=models.PROTECT, related_name="movements")
+    # No single-column indexes on position and sku: movement_position_newest and movement_sku_newest
+    # lead with them (every ledger row paid for two redundant indexes; docs/performance.md).
+    position = models.ForeignKey(StockPosition, on_delete=models.PROTECT, related_name="movements", db_index=False)
+    sku = models.ForeignKey(Sku, on_delete=models.PROTECT, related_name="movements", db_index=False)
     location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="movements")
     type = models.CharField(max_length=32, choices=MovementType.choices)
     on_hand_delta = models.BigIntegerField(default=0)

@@ -76,7 +76,8 @@ class ReservationLine(models.Model):
     A waiting reservation's lines are its request, location null unless the client named one."""
 
     reservation = models.ForeignKey(Reservation, on_delete=models.CASCADE, related_name="lines")
-    sku = models.ForeignKey(Sku, on_delete=models.PROTECT, related_name="reservation_lines")
+    sku = models.ForeignKey(Sku, on_delete=models.PROTECT, related_name="reservation_lines",
+                            db_index=False)  # reservation_line_sku leads with it
     location = models.ForeignKey(Location, null=True, blank=True, on_delete=models.PROTECT,
                                  related_name="reservation_lines")
     quantity = models.PositiveIntegerField()
