@@ -244,11 +244,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Celery's Django fixup would close the database connections around every task (a new PostgreSQL
-# connection per drain batch); with this it recycles them only every 10,000 tasks, and
-# core.celery_connections gives each task a request's connection handling instead. 0: Celery's
-# own behaviour, a new connection for every task.
-CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=10_000) or None
+# Celery's Django fixup closes the database connections around every task (a new PostgreSQL
+# connection per drain batch). N > 0: it recycles them only every N tasks, and
+# core.celery_connections gives each task a request's connection handling instead. Off by
+# default: on this project's 2-core benchmark host, reuse (10000) cut the connections opened but
+# the 2,900 events/s drain's p99 came out higher in 3 of 3 alternating pairs, within a noise we
+# could not separate it from (docs/performance.md, session 7).
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=0) or None
 # Task events (received/started/succeeded/failed, and task-sent from publishers) for `celery
 # events`. Off by default: they were ~15 % of the worker's CPU under a webhook stream (one publish
 # per event, whether or not anyone listens). Flower turns the worker events on by itself (its

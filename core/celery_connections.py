@@ -1,13 +1,14 @@
-"""Database connections in Celery workers: kept across tasks, as the web keeps them across requests.
+"""Database connections in Celery workers, when kept across tasks (CELERY_DB_REUSE_MAX=N).
 
 Celery's Django fixup closes every database connection before and after each task unless
 CELERY_DB_REUSE_MAX is set (Celery 5.6 went back to that; CONN_MAX_AGE is not consulted). Under a
-webhook stream that meant a new PostgreSQL connection, a backend process forked and warmed up, for
-every drain batch (docs/performance.md, session 7). Settings set CELERY_DB_REUSE_MAX, and each
-task instead starts and ends as Django starts and ends a request (close_old_connections: a
-connection that errored or outlived CONN_MAX_AGE is dropped), and starts with a usability check
+webhook stream that means a new PostgreSQL connection, a backend process forked and warmed up, for
+every drain batch (docs/performance.md, session 7). With the setting, the fixup keeps them, and
+here each task starts and ends as Django starts and ends a request (close_old_connections: a
+connection that errored or outlived CONN_MAX_AGE is dropped) and starts with a usability check
 (one `SELECT 1`), so a connection the database dropped meanwhile (a restart) is replaced before
-the task uses it rather than failing the task.
+the task uses it rather than failing the task. Without the setting these find every connection
+already closed by the fixup and do nothing.
 """
 
 from __future__ import annotations

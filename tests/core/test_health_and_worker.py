@@ -52,10 +52,17 @@ def _idle_since(moment) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
+@pytest.fixture
+def db_reuse(monkeypatch):
+    """CELERY_DB_REUSE_MAX for the worker started after it (the fixture reads the environment)."""
+    monkeypatch.setenv("CELERY_DB_REUSE_MAX", "10000")
+
+
 @pytest.mark.slow
-def test_worker_keeps_its_database_connection_across_tasks(celery_worker_process):
-    """Celery's Django fixup alone closes the connection after every task (a new PostgreSQL
-    backend per task); core.celery_connections keeps it, as the web keeps its own."""
+def test_worker_keeps_its_database_connection_across_tasks(db_reuse, celery_worker_process):
+    """With CELERY_DB_REUSE_MAX set, a worker keeps its connection across tasks, as the web keeps
+    its own (Celery's Django fixup alone closes it after every task: a new PostgreSQL backend per
+    task); core.celery_connections then checks it at each task's start."""
     from django.utils import timezone
 
     from core.tasks import prune_idempotency_keys_task

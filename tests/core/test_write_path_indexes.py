@@ -15,8 +15,9 @@ def _indexes(table: str) -> list[tuple[str, list[str], bool, bool, str]]:
     """(name, key columns, unique, partial, definition) of each index of `table`."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT c.relname, array(SELECT a.attname FROM unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY k(n, o) "
-            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o), "
+            "SELECT c.relname, array(SELECT a.attname FROM unnest(i.indkey[0:i.indnkeyatts - 1]) "
+            "WITH ORDINALITY k(n, o) JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n "
+            "ORDER BY k.o), "
             "i.indisunique, i.indpred IS NOT NULL, pg_get_indexdef(i.indexrelid) "
             "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass", [table])
         return [(name, list(columns), unique, partial, definition)
