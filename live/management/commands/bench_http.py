@@ -21,9 +21,10 @@ comparable with wrk's, only its ratios within one run are). Paths:
   reserve_spread   POST /api/v1/reservations/         1 unit of one of 1,000 SKUs
 
 Printed per path: median req/s over the rounds, p50/p99 (median over rounds), the ratio to the
-bare view measured in the same round (median of the rounds' ratios), non-2xx answers and socket
-errors. Then exactness from the database: oversells (positions with reserved > on_hand, and the
-hot SKU's reserved versus its active reservations) must be 0 and the ledger must have no drift
+bare view measured right before the path (--bare-each seconds, after a warm-up; median of the
+rounds' ratios), non-2xx answers and socket errors. Then exactness from the database: oversells
+(positions with reserved > on_hand, and the hot SKU's reserved versus its active reservations)
+must be 0 and the ledger must have no drift
 (inventory.selectors.ledger_drift, as `verify_ledger`); either fails the command. With
 webhook_ack (and the worker), also what the drain made of each round's deliveries: processed
 (applied, ignored or failed) per second and receipt -> processed p50/p99 (the signed-webhook
@@ -224,6 +225,9 @@ class Command(BaseCommand):
                             help="after the rounds, record this path with py-spy on every web worker")
         parser.add_argument("--no-worker", action="store_true", help="do not start the Celery worker")
         parser.add_argument("--python-client", action="store_true", help="use the Python client even with wrk")
+        parser.add_argument("--bare-each", type=float, default=4.0,
+                            help="seconds of the bare view right before each path, its ratio's baseline (0: "
+                                 "the round's one bare measurement)")
         parser.add_argument("--compare", default="",
                             help="ENV=VALUE,...: a second web server with these variables, driven in turn with "
                                  "the first on every path (A/B)")
@@ -269,13 +273,20 @@ class Command(BaseCommand):
                     for side in sorted(targets, reverse=n % 2 == 1):
                         self.url, self.roots["web"] = targets[side]
                         letter = "r" if side == "A" else "b"
+                        adjacent = ""
+                        if name != "bare" and opts["bare_each"] > 0:  # the ceiling seconds before the path
+                            self._drive(scenarios["bare"], f"{run}w{letter}{n}barefor{name}", opts["warmup"])
+                            bare = measured[side][f"bare>{name}"] = self._drive(
+                                scenarios["bare"], f"{run}{letter}{n}barefor{name}", opts["bare_each"])
+                            adjacent = f"  (bare just before: {bare.rps:.0f} req/s)"
                         self._drive(scenarios[name], f"{run}w{letter}{n}{name}", opts["warmup"])
                         r = measured[side][name] = self._drive(scenarios[name], f"{run}{letter}{n}{name}",
                                                                opts["duration"])
                         self.stdout.write(f"  round {n + 1}{' ' + side if compare else ''} {name:<15} "
                                           f"{r.rps:>8.0f} req/s  p50 {r.p50:>7.1f} ms  p99 {r.p99:>7.1f} ms  "
                                           f"non-2xx {r.non2xx}  errors {r.errors}  db sessions {r.sessions}  "
-                                          "CPU ms/req " + " ".join(f"{k} {v:.2f}" for k, v in r.cpu.items()))
+                                          "CPU ms/req " + " ".join(f"{k} {v:.2f}" for k, v in r.cpu.items())
+                                          + adjacent)
                 rounds.append(measured["A"])
                 rounds_b.append(measured["B"])
             self.url, self.roots["web"] = targets["A"]
@@ -756,10 +767,13 @@ class Command(BaseCommand):
         def cpu(r: Result, *groups: str) -> float:
             return sum(v for k, v in r.cpu.items() if k in groups or not groups)
 
+        def bare(r: dict[str, Result], name: str) -> Result:
+            return r.get(f"bare>{name}", r["bare"])  # measured right before the path, if it was
+
         for name in names:
             results = [r[name] for r in rounds]
-            ratios = [r[name].rps / r["bare"].rps for r in rounds if r["bare"].rps]
-            cpu_ratios = [cpu(r["bare"]) / cpu(r[name]) for r in rounds if cpu(r[name])]
+            ratios = [r[name].rps / bare(r, name).rps for r in rounds if bare(r, name).rps]
+            cpu_ratios = [cpu(bare(r, name)) / cpu(r[name]) for r in rounds if cpu(r[name])]
             self.stdout.write(
                 f"{name:<16} {med(x.rps for x in results):>7.0f} {med(x.p50 for x in results):>7.1f} "
                 f"{med(x.p99 for x in results):>7.1f} {med(ratios):>6.2f} {sum(x.non2xx for x in results):>7} "
@@ -768,8 +782,9 @@ class Command(BaseCommand):
                 f"{med(cpu(x, 'worker', 'redis', 'pump') for x in results):>5.2f} {med(cpu(x) for x in results):>5.2f} "
                 f"{med(cpu_ratios) if cpu_ratios else float('nan'):>6.2f}   ratios "
                 + " ".join(f"{x:.2f}" for x in ratios))
-        self.stdout.write("x bare: req/s over the bare view's in the same round; CPU x bare: the bare view's CPU per "
-                          "request over this path's (server processes only: web, database, worker, Redis, log pump).")
+        self.stdout.write("x bare: req/s over the bare view's measured right before the path (--bare-each; else once "
+                          "per round); CPU x bare: the bare view's CPU per request over this path's (server "
+                          "processes only: web, database, worker, Redis, log pump).")
 
     def _report_compare(self, names: list[str], rounds_a: list[dict[str, Result]],
                         rounds_b: list[dict[str, Result]], compare: dict[str, str]) -> None:
