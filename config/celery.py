@@ -19,7 +19,7 @@ app.autodiscover_tasks()
 # The request id travels with every task (message header) and task runs are counted; the last
 # ledger verification's drift count is kept for the metrics (docs/observability.md).
 celery_signals_connect()
-# With CELERY_DB_REUSE_MAX, connections kept across tasks are checked at each task's start
+# With CELERY_DB_REUSE_MAX set, connections kept across tasks are checked at each task's start
 # (core.celery_connections).
 celery_connections_connect()
 signals.task_success.connect(ledger_verify_record, weak=False, dispatch_uid="stockline.ledger_verify_record")

@@ -7,13 +7,14 @@ every drain batch (docs/performance.md, session 7). With the setting, the fixup 
 here each task starts and ends as Django starts and ends a request (close_old_connections: a
 connection that errored or outlived CONN_MAX_AGE is dropped) and starts with a usability check
 (one `SELECT 1`), so a connection the database dropped meanwhile (a restart) is replaced before
-the task uses it rather than failing the task. Without the setting these find every connection
-already closed by the fixup and do nothing.
+the task uses it rather than failing the task. Without the setting nothing is connected: the
+fixup closes every connection itself.
 """
 
 from __future__ import annotations
 
 from celery import signals
+from django.conf import settings
 from django.db import close_old_connections, connections
 
 
@@ -33,5 +34,7 @@ def _task_end(sender=None, **kwargs) -> None:
 
 
 def celery_connections_connect() -> None:
+    if not getattr(settings, "CELERY_DB_REUSE_MAX", None):
+        return  # the fixup closes the connections around every task: nothing to check
     signals.task_prerun.connect(_task_start, weak=False, dispatch_uid="stockline.db.task_start")
     signals.task_postrun.connect(_task_end, weak=False, dispatch_uid="stockline.db.task_end")

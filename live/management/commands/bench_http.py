@@ -621,38 +621,43 @@ class Command(BaseCommand):
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         return env
 
+    def _spawn(self, children: list[subprocess.Popen], command: list[str], env: dict[str, str], name: str,
+               log: Path) -> subprocess.Popen:
+        """A child in its own session, its output pumped into `log` as `./dev up` pumps it."""
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,  # noqa: S603
+                                stderr=subprocess.STDOUT, start_new_session=True, text=True, bufsize=1)
+        children.append(proc)
+        _Pump(name, proc, log)
+        return proc
+
+    def _wait_ready(self, url: str, procs: list[subprocess.Popen], log: Path, *, worker: bool) -> None:
+        """Until the bare view answers (and, with a worker, the worker says "ready.") within 90 s."""
+        deadline = time.monotonic() + 90
+        while True:
+            if any(p.poll() is not None for p in procs):
+                raise CommandError(f"the stack did not start; see {log}")
+            with contextlib.suppress(requests.RequestException):
+                if (requests.get(f"{url}/_bench/bare/", timeout=5).status_code == 200
+                        and (not worker or "ready." in log.read_text(errors="replace"))):
+                    return
+            if time.monotonic() > deadline:
+                raise CommandError(f"the stack did not start within 90 s; see {log}")
+            time.sleep(0.3)
+
     def _start(self, children: list[subprocess.Popen], *, worker: bool) -> tuple[str, subprocess.Popen]:
         port = _free_port()
         env = self._env()
         log = self.work / "stack.log"
-        web = subprocess.Popen(web_command(port, self.opts["server"]), cwd=ROOT, env=env, stdout=subprocess.PIPE,  # noqa: S603
-                               stderr=subprocess.STDOUT, start_new_session=True, text=True, bufsize=1)
-        children.append(web)
-        _Pump("web", web, log)
-        if worker:
-            celery = subprocess.Popen(worker_command(port), cwd=ROOT, env=env, stdout=subprocess.PIPE,  # noqa: S603
-                                      stderr=subprocess.STDOUT, start_new_session=True, text=True, bufsize=1)
-            children.append(celery)
-            _Pump("worker", celery, log)
+        web = self._spawn(children, web_command(port, self.opts["server"]), env, "web", log)
         self.roots = {"web": web.pid}
         if worker:
-            self.roots["worker"] = children[-1].pid
+            self.roots["worker"] = self._spawn(children, worker_command(port), env, "worker", log).pid
         for name, pidfile in (("db", Path(settings.DATA_DIR) / "postgres" / "data" / "postmaster.pid"),
                               ("redis", Path(settings.DATA_DIR) / "redis" / "redis.pid")):
             with contextlib.suppress(OSError, ValueError, IndexError):  # external servers: not measured
                 self.roots[name] = int(pidfile.read_text().split()[0])
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            if any(c.poll() is not None for c in children):
-                raise CommandError(f"the stack did not start; see {log}")
-            with contextlib.suppress(requests.RequestException):
-                if (requests.get(f"{url}/_bench/bare/", timeout=5).status_code == 200
-                        and (not worker or "ready." in log.read_text(errors="replace"))):
-                    break
-            if time.monotonic() > deadline:
-                raise CommandError(f"the stack did not start within 90 s; see {log}")
-            time.sleep(0.3)
+        self._wait_ready(url, children, log, worker=worker)
         command = " ".join(web_command(port, self.opts["server"])[1:])
         self.stdout.write(f"web {url}: {command}" + ("; Celery worker x2" if worker else ""))
         return url, web
@@ -661,22 +666,10 @@ class Command(BaseCommand):
         """A second web server (--compare), its output in stack-b.log; no worker of its own."""
         port = _free_port()
         log = self.work / "stack-b.log"
-        web = subprocess.Popen(web_command(port, self.opts["server"]), cwd=ROOT, env={**self._env(), **extra},  # noqa: S603
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True,
-                               bufsize=1)
-        children.append(web)
-        _Pump("web-b", web, log)
+        web = self._spawn(children, web_command(port, self.opts["server"]), {**self._env(), **extra}, "web-b", log)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            if web.poll() is not None:
-                raise CommandError(f"the B server did not start; see {log}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/_bench/bare/", timeout=5).status_code == 200:
-                    return url, web
-            if time.monotonic() > deadline:
-                raise CommandError(f"the B server did not start within 90 s; see {log}")
-            time.sleep(0.3)
+        self._wait_ready(url, [web], log, worker=False)
+        return url, web
 
     def _stop(self, children: list[subprocess.Popen]) -> None:
         for child in children:
