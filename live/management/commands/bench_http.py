@@ -91,10 +91,17 @@ RESERVATION_TTL = 120
 PATHS = ("bare", "stock_read", "stock_bulk", "webhook_ack", "sale_hot", "reserve_hot", "reserve_spread")
 
 
+SERVERS = ("asgi", "wsgi", "granian")
+
+
 def web_command(port: int, server: str = "asgi") -> list[str]:
     """The web server as devtools/__main__.py `cmd_up` starts it (keep the two in step); `wsgi`:
     the gthread layout `./dev up` used before the live streams (2 processes x 8 threads), for
-    comparison."""
+    comparison; `granian`: the same ASGI application on granian (a Rust HTTP server), 2 processes."""
+    if server == "granian":
+        return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "2", "--http", "1", "--no-ws", "--loop", "asyncio", "--runtime-mode", "st",
+                "--log-level", "warning", os.environ.get("BENCH_HTTP_ASGI_APP", "config.asgi:application")]
     if server == "wsgi":
         return [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--worker-class",
                 "gthread", "--workers", "2", "--threads", "8", "--access-logfile", "-", "--graceful-timeout", "10",
@@ -231,8 +238,9 @@ class Command(BaseCommand):
         parser.add_argument("--compare", default="",
                             help="ENV=VALUE,...: a second web server with these variables, driven in turn with "
                                  "the first on every path (A/B)")
-        parser.add_argument("--server", choices=["asgi", "wsgi"], default="asgi",
-                            help="asgi: as ./dev up (default); wsgi: gunicorn gthread, for comparison")
+        parser.add_argument("--server", choices=SERVERS, default="asgi",
+                            help="asgi: as ./dev up (default); wsgi: gunicorn gthread; granian: the ASGI app on "
+                                 "granian; for comparison (with --compare, SERVER=... picks B's)")
 
     # ------------------------------------------------------------------ main
 
@@ -666,7 +674,11 @@ class Command(BaseCommand):
         """A second web server (--compare), its output in stack-b.log; no worker of its own."""
         port = _free_port()
         log = self.work / "stack-b.log"
-        web = self._spawn(children, web_command(port, self.opts["server"]), {**self._env(), **extra}, "web-b", log)
+        extra = dict(extra)
+        server = extra.pop("SERVER", self.opts["server"])
+        if server not in SERVERS:
+            raise CommandError(f"SERVER={server}: one of {', '.join(SERVERS)}")
+        web = self._spawn(children, web_command(port, server), {**self._env(), **extra}, "web-b", log)
         url = f"http://127.0.0.1:{port}"
         self._wait_ready(url, [web], log, worker=False)
         return url, web
