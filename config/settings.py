@@ -190,6 +190,10 @@ WEBHOOK_CHANNEL_CACHE_SECONDS = env.float("WEBHOOK_CHANNEL_CACHE_SECONDS", defau
 
 # Idempotency-Key records are kept at least this long (contract: >= 24 h).
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=48)
+# The hot paths (a sale, a checkout reservation) insert their Idempotency-Key claim in the same
+# statement as the change: one transaction and round trip fewer (core.idempotency). False: claim
+# first, in a transaction of its own, as every other endpoint does.
+IDEMPOTENCY_IN_STATEMENT = env.bool("IDEMPOTENCY_IN_STATEMENT", default=True)
 
 # --- Reservations (docs/reservations.md)
 RESERVATION_DEFAULT_TTL_SECONDS = env.int("RESERVATION_DEFAULT_TTL_SECONDS", default=900)

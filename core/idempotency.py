@@ -16,6 +16,17 @@ this API key, Idempotency-Key and body) that the stock-changing views hand to th
 identity of the effect: adjustments use it as the ledger `event_key` (a re-run replays the first
 movement), reservation creation stores it on the reservation (a re-run returns that one). Hence
 the takeover window can be short: a minute, above any request's run time.
+
+Claim inside the change (setting IDEMPOTENCY_IN_STATEMENT, the hot paths): a view that sets
+`idempotency_deferred` does not claim before it runs. It hands a `PendingClaim` to its service,
+whose one-statement change (a sale, a checkout reservation) inserts the claim in its own first
+CTE and changes nothing unless that insert succeeded: claim and effect commit together, one
+transaction and round trip fewer per request. A concurrent twin's insert waits on the unique
+index until the first commits, then finds the key taken. Whenever the change takes another
+path (refused, not for the one statement, the key taken) the service calls `settle()` first,
+which claims exactly as above (replay, 409, 422, takeover); a 4xx raised before either is
+settled in `handle_exception`, so its answer is stored as before. Nothing is changed before the
+claim exists, so the order is not observable: the same answers as claiming first.
 """
 
 from __future__ import annotations
@@ -95,7 +106,7 @@ def _claim_insert(api_key_id: int | None, key: str, fingerprint: str, now) -> in
     return row[0] if row else None
 
 
-def idempotency_begin(request, *, required: bool) -> Claim | None:
+def _header_key(request, *, required: bool) -> str | None:
     key = request.headers.get(HEADER, "").strip()
     if not key:
         if required:
@@ -103,15 +114,25 @@ def idempotency_begin(request, *, required: bool) -> Claim | None:
         return None
     if len(key) > 255:
         raise DomainError(f"{HEADER} must be at most 255 characters.", code="validation_error")
-    fingerprint = _fingerprint(request)
-    now = timezone.now()
+    return key
+
+
+def idempotency_begin(request, *, required: bool) -> Claim | None:
+    key = _header_key(request, required=required)
+    if key is None:
+        return None
+    return _claim(request.auth, key, _fingerprint(request), timezone.now())
+
+
+def _claim(api_key, key: str, fingerprint: str, now) -> Claim:
+    """Claim (api_key, key), or raise: Replayed (its answer), 422 (another body), 409 (running)."""
     expiry = now - timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
-    api_key_id = getattr(request.auth, "pk", None)
+    api_key_id = getattr(api_key, "pk", None)
     for _attempt in range(3):
         record_id = _claim_insert(api_key_id, key, fingerprint, now)
         if record_id is not None:
             return Claim(record_id, request_key_for(api_key_id, key, fingerprint))
-        record = IdempotencyRecord.objects.filter(api_key=request.auth, key=key).first()
+        record = IdempotencyRecord.objects.filter(api_key=api_key, key=key).first()
         if record is None:
             continue  # released between our insert and read: claim again
         stale = record.created_at < expiry or (
@@ -163,30 +184,105 @@ def idempotency_prune() -> int:
     return deleted
 
 
+class PendingClaim:
+    """An Idempotency-Key claim a one-statement change inserts itself (module docstring).
+
+    `claim_cte()` is the claim as such a statement's CTE and `params()` its parameters; the
+    statement changes nothing unless the CTE returned a row, and then sets `record_id`. `settle()`
+    claims the usual way when the change goes elsewhere (it raises what idempotency_begin raises)."""
+
+    def __init__(self, *, api_key, key: str, fingerprint: str, now):
+        self.api_key, self.key, self.fingerprint, self.now = api_key, key, fingerprint, now
+        self.request_key = request_key_for(getattr(api_key, "pk", None), key, fingerprint)
+        self.record_id: int | None = None
+        self.refused = False  # settle() raised: the key is someone else's (replay, 409, 422)
+
+    def params(self) -> dict:
+        return {"claim_api_key": getattr(self.api_key, "pk", None), "claim_key": self.key,
+                "claim_fingerprint": self.fingerprint, "claim_state": IdempotencyRecord.State.IN_FLIGHT,
+                "claim_at": self.now}
+
+    def settle(self) -> None:
+        if self.record_id is None:
+            try:
+                self.record_id = _claim(self.api_key, self.key, self.fingerprint, self.now).record_id
+            except (Replayed, DomainError):
+                self.refused = True
+                raise
+
+
+@cache
+def claim_cte() -> str:
+    """`claim AS (...)`: the claim as a statement's CTE; a row (its id) only if the key was free.
+    ON CONFLICT waits for a concurrent twin's uncommitted claim, then finds it taken."""
+    return sql_compose(
+        "claim AS (INSERT INTO {table} (api_key_id, key, fingerprint, state, response_headers, created_at) "
+        "VALUES (%(claim_api_key)s, %(claim_key)s, %(claim_fingerprint)s, %(claim_state)s, '{{}}'::jsonb, "
+        "%(claim_at)s) ON CONFLICT (api_key_id, key) DO NOTHING RETURNING id)",
+        table=IdempotencyRecord._meta.db_table)
+
+
 class IdempotencyMixin:
     """Add to a DRF APIView. `idempotency_methods` honour the header; `idempotency_required`
-    additionally demand it (400 `idempotency_key_required`)."""
+    additionally demand it (400 `idempotency_key_required`); `idempotency_deferred` methods get
+    `request.idempotency_pending`, a PendingClaim their service settles or inserts itself
+    (module docstring; only while IDEMPOTENCY_IN_STATEMENT is on)."""
 
     idempotency_methods: tuple[str, ...] = ("POST", "PATCH", "PUT", "DELETE")
     idempotency_required: tuple[str, ...] = ()
+    idempotency_deferred: tuple[str, ...] = ()
 
     def initial(self, request, *args, **kwargs):
         self._idempotency_claim = None
+        self._idempotency_pending = None
+        request.idempotency_pending = None
         super().initial(request, *args, **kwargs)  # authentication and scopes first
         implemented = request.method.lower() in self.http_method_names and hasattr(self, request.method.lower())
-        if request.method in self.idempotency_methods and implemented:  # not for DRF's 405
-            self._idempotency_claim = idempotency_begin(
-                request, required=request.method in self.idempotency_required)
-            if self._idempotency_claim is not None:
-                request.idempotency_request_key = self._idempotency_claim.request_key
+        if request.method not in self.idempotency_methods or not implemented:  # not for DRF's 405
+            return
+        required = request.method in self.idempotency_required
+        if request.method in self.idempotency_deferred and settings.IDEMPOTENCY_IN_STATEMENT:
+            key = _header_key(request, required=required)
+            if key is not None:
+                pending = PendingClaim(api_key=request.auth, key=key, fingerprint=_fingerprint(request),
+                                       now=timezone.now())
+                self._idempotency_pending = request.idempotency_pending = pending
+                request.idempotency_request_key = pending.request_key
+            return
+        self._idempotency_claim = idempotency_begin(request, required=required)
+        if self._idempotency_claim is not None:
+            request.idempotency_request_key = self._idempotency_claim.request_key
+
+    def _idempotency_settled(self) -> Claim | None:
+        """The claim this request holds, if any (a pending one once inserted counts)."""
+        pending = self._idempotency_pending
+        if self._idempotency_claim is None and pending is not None and pending.record_id is not None:
+            self._idempotency_claim = Claim(pending.record_id, pending.request_key)
+            self._idempotency_pending = None
+        return self._idempotency_claim
 
     def handle_exception(self, exc):
         if isinstance(exc, Replayed):
             return exc.response
+        pending = getattr(self, "_idempotency_pending", None)
+        if pending is not None and pending.record_id is None and not pending.refused:
+            # Nothing was changed yet (a change claims first): claim now, as if it had claimed in
+            # initial(), so this answer is stored, or a replay / 409 / 422 answers instead.
+            self._idempotency_pending = None
+            response = super().handle_exception(exc)  # an unexpected error re-raises: no claim to release
+            if response.status_code < 500:
+                try:
+                    pending.settle()
+                except Replayed as replay:
+                    return replay.response
+                except DomainError as refusal:
+                    return super().handle_exception(refusal)
+                self._idempotency_claim = Claim(pending.record_id, pending.request_key)
+            return response
         try:
             return super().handle_exception(exc)
         except Exception:
-            claim = getattr(self, "_idempotency_claim", None)
+            claim = self._idempotency_settled() if hasattr(self, "_idempotency_claim") else None
             if claim is not None:
                 idempotency_abandon(claim)
                 self._idempotency_claim = None
@@ -194,7 +290,7 @@ class IdempotencyMixin:
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
-        claim = getattr(self, "_idempotency_claim", None)
+        claim = self._idempotency_settled() if hasattr(self, "_idempotency_claim") else None
         if claim is not None:
             self._idempotency_claim = None
             idempotency_finish(claim, response)

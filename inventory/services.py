@@ -26,6 +26,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core.errors import Conflict, InsufficientStock, NotFound, ValidationFailed, VersionConflict
+from core.idempotency import PendingClaim
 from core.sql import sql_compose
 from inventory.bundles import Components, bundle_components, bundle_units
 from inventory.catalog import (  # noqa: F401 - re-exported
@@ -278,8 +279,11 @@ def stock_adjust(
     to_location: Location | str | None = None,
     expected_version: int | None = None,
     context: MovementContext | None = None,
+    claim: PendingClaim | None = None,
 ) -> AdjustmentResult:
     """Apply one adjustment (receipt, return, sale, adjustment, count, transfer) atomically.
+    `claim`: the request's Idempotency-Key claim, inserted by the one-statement sale with it or
+    settled before any other path (it may raise core.idempotency's replay, 409 or 422).
 
     Lock order: the positions involved, by primary key (inventory.locking). Idempotent on
     `context.event_key`: a key already in the ledger returns the first result, changing nothing.
@@ -292,9 +296,12 @@ def stock_adjust(
         # The common sale in one statement (inventory.sale_statement); None: this path decides.
         sold = sale_in_one_statement(
             sku=sku, location=location, quantity=quantity, expected_version=expected_version, context=context,
-            replay_keys=[context.event_key, context.event_key + TRANSFER_IN_SUFFIX] if context.event_key else [])
+            replay_keys=[context.event_key, context.event_key + TRANSFER_IN_SUFFIX] if context.event_key else [],
+            claim=claim)
         if sold is not None:
             return AdjustmentResult(movements=[sold[0]], positions=[sold[1]])
+    if claim is not None:
+        claim.settle()
     if context.event_key and (replayed := _replay(context.event_key)):
         return replayed
     sku_obj, location_obj, to_location_obj = _codes_resolve(sku, location, to_location)

@@ -223,6 +223,7 @@ def _adjustment_fast(data: object) -> dict | None:
 
 class AdjustmentCreate(IdempotencyMixin, APIView):
     required_scopes = {"POST": "stock:write"}
+    idempotency_deferred = ("POST",)  # the one-statement sale inserts the claim (core.idempotency)
 
     @extend_schema(
         request=ADJUSTMENT_REQUEST,
@@ -241,7 +242,10 @@ class AdjustmentCreate(IdempotencyMixin, APIView):
     )
     def post(self, request):
         data = _adjustment_fast(request.data)
+        pending = request.idempotency_pending
         if data is None:  # anything unusual: the serializer decides, with its error messages
+            if pending is not None:
+                pending.settle()  # claimed first, as the other endpoints do
             serializer = AdjustmentSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
@@ -263,6 +267,7 @@ class AdjustmentCreate(IdempotencyMixin, APIView):
             # With an Idempotency-Key, the ledger key too: a re-run after a crash replays, never re-applies.
             context=MovementContext(source="api", reference=data.get("reference", ""), actor=_actor(request),
                                     event_key=getattr(request, "idempotency_request_key", None)),
+            claim=pending,
         )
         body = {
             "movements": [m.pk for m in result.movements],

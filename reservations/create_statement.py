@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from channels.models import Channel
+from core.idempotency import PendingClaim, claim_cte
 from core.models import ApiKey
 from core.sql import sql_compose
 from inventory.models import Location, MovementType, Sku, StockPosition
@@ -51,12 +52,16 @@ _RESERVATION_VALUES = {
 
 
 @cache
-def _create_sql() -> str:
+def _create_sql(with_claim: bool) -> str:
+    """`with_claim`: the request's Idempotency-Key claim is the first CTE (core.idempotency
+    PendingClaim) and every line is gated on it, so a key already taken changes nothing (the
+    all-or-nothing guard undoes the claim-less attempt); the claim is inserted before any row
+    is locked, so a twin waiting on it holds no lock. Its id is the statement's second value."""
     parts = reactions()
     assert parts is not None
     return compact(sql_compose(
-        "WITH wanted AS (SELECT * FROM unnest(%(codes)s::text[], %(quantities)s::bigint[]) "
-        "WITH ORDINALITY AS w(code, quantity, n)), "
+        "WITH {claim}wanted AS (SELECT * FROM unnest(%(codes)s::text[], %(quantities)s::bigint[]) "
+        "WITH ORDINALITY AS w(code, quantity, n){gate}), "
         "eligible AS ({eligible}), "
         "chosen AS (SELECT w.n, w.quantity, s.id AS sku_id, s.code AS sku_code, pick.id AS position_id, "
         "pick.location_id, pick.location_code FROM wanted w "
@@ -78,7 +83,7 @@ def _create_sql() -> str:
         "lines AS (INSERT INTO {lines} (reservation_id, sku_id, location_id, quantity, committed) "
         "SELECT %(id)s, sku_id, location_id, quantity, 0 FROM chosen ORDER BY n RETURNING id, sku_id), "
         "changed AS (SELECT sku_id, location_id FROM moved){ctes} "
-        "SELECT stockline_all_or_nothing((SELECT count(*) FROM moved) = %(holds)s), "
+        "SELECT stockline_all_or_nothing((SELECT count(*) FROM moved) = %(holds)s), {claim_id}, "
         "(SELECT json_agg(json_build_array(id, sku_id, location_id, on_hand, reserved, version)) FROM moved), "
         "(SELECT json_agg(json_build_array(lines.id, c.sku_id, c.sku_code, c.location_id, c.location_code, "
         "c.quantity) ORDER BY c.n) FROM lines JOIN chosen c ON c.sku_id = lines.sku_id){arrays}",
@@ -86,17 +91,22 @@ def _create_sql() -> str:
         ledger=ledger_insert(reserved_delta="quantity", on_hand_delta="0"),
         reservations=Reservation._meta.db_table, columns=RESERVATION_COLUMNS,
         values=sql.SQL(", ").join(_RESERVATION_VALUES[c] for c in RESERVATION_COLUMNS),
-        lines=ReservationLine._meta.db_table, ctes=parts.ctes, arrays=parts.arrays))
+        lines=ReservationLine._meta.db_table, ctes=parts.ctes, arrays=parts.arrays,
+        claim=sql.SQL(claim_cte() + ", " if with_claim else ""),
+        gate=sql.SQL(" WHERE EXISTS (SELECT 1 FROM claim)" if with_claim else ""),
+        claim_id=sql.SQL("(SELECT id FROM claim)" if with_claim else "NULL::bigint")))
 
 
 def reservation_create_in_one_statement(
     *, lines: list[tuple[str, int]], channel: Channel | None, order_ref: str, ttl: int,
     created_by: ApiKey | None, context: MovementContext, request_key: str | None,
+    claim: PendingClaim | None = None,
 ) -> tuple[Reservation, list[ReservationLine]] | None:
     """The reservation with its lines (ids, SKU and location objects set), or None (nothing
     written): a line's SKU is unknown, inactive or a bundle, or no eligible location could hold
-    it whole. `lines`: (SKU code, quantity), merged by code, in the client's order. A unique
-    constraint (request_key, a live order_ref) raises IntegrityError as the general path's does."""
+    it whole, or `claim`'s key was taken. `lines`: (SKU code, quantity), merged by code, in the
+    client's order. A unique constraint (request_key, a live order_ref) raises IntegrityError as
+    the general path's does. With `claim`, its `record_id` is set when the reservation is made."""
     parts = reactions()
     if parts is None:
         return None
@@ -114,10 +124,14 @@ def reservation_create_in_one_statement(
         "actor": ctx.actor, "occurred_at": ctx.occurred_at or now, "metadata": Jsonb(ctx.metadata),
         "reservation_id": r.pk, "order_ref": r.order_ref, "ttl": r.ttl_seconds, "expires_at": r.expires_at,
         "created_by": r.created_by_id, "request_key": r.request_key}
-    row = statement_run(_create_sql(), params, generic_plan=True)
+    if claim is not None:
+        params.update(claim.params())
+    row = statement_run(_create_sql(claim is not None), params, generic_plan=True)
     if row is None:
         return None
-    _ok, moved, written_rows, *returned = row
+    _ok, claim_id, moved, written_rows, *returned = row
+    if claim is not None:
+        claim.record_id = claim_id
     positions = [StockPosition(pk=pk, sku_id=sku_id, location_id=location_id, on_hand=on_hand, reserved=reserved,
                                version=version) for pk, sku_id, location_id, on_hand, reserved, version in moved]
     written = []

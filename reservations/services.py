@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from channels.models import Channel
 from core.errors import Conflict, DomainError, InsufficientStock, NotFound, ValidationFailed
+from core.idempotency import PendingClaim
 from core.models import ApiKey
 from core.sql import sql_compose
 from inventory.locking import positions_lock, positions_lock_for_skus
@@ -165,11 +166,14 @@ def reservation_create(
     created_by: ApiKey | None = None,
     context: MovementContext | None = None,
     request_key: str | None = None,
+    claim: PendingClaim | None = None,
 ) -> Reservation:
     """Hold stock for every line, or for none.
 
     `request_key` identifies the client request (core.idempotency): a request re-run after its
-    process died returns the reservation it created, never a second hold.
+    process died returns the reservation it created, never a second hold. `claim`: the request's
+    Idempotency-Key claim, inserted by the one-statement reservation with it, or settled before
+    any other path (it may raise the replay, 409 or 422 of core.idempotency).
 
     `lines`: [{"sku": code, "quantity": int, "location": code?}]. Lines without a location are
     filled from the channel's eligible locations in priority order. Lock order: positions of the
@@ -190,11 +194,13 @@ def reservation_create(
         # general path decides (bundles, named locations, splits, refusals, the waitlist).
         made = reservation_create_in_one_statement(
             lines=plain, channel=channel_obj, order_ref=order_ref, ttl=ttl, created_by=created_by, context=context,
-            request_key=request_key,
+            request_key=request_key, claim=claim,
         ) if plain is not None and settings.RESERVATION_ONE_STATEMENT else None
         if made is not None:
             reservation, written = made  # its lines carry their SKU and location objects
         else:
+            if claim is not None:
+                claim.settle()
             fast = _lines_resolve_fast(plain, channel_obj) if plain is not None else None
             requests, skus, eligible, locations = fast or _lines_resolve(lines, channel_obj)
             reservation, written = _reservation_create_atomic(
@@ -209,6 +215,8 @@ def reservation_create(
                 line.location = locations.get(line.location_id) if line.location_id is not None else None
     except IntegrityError as exc:
         if request_key and "request_key" in str(exc):  # this very request ran before: its answer
+            if claim is not None:
+                claim.settle()  # its first run's claim went stale (that run died): taken over here
             return Reservation.objects.prefetch_related("lines__sku", "lines__location", "lines__bundle").get(
                 request_key=request_key)
         if "reservation_live_order_ref_unique" in str(exc):

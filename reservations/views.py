@@ -106,6 +106,7 @@ class ReservationListCreate(IdempotencyMixin, APIView):
     required_scopes = SCOPES
     idempotency_methods = ("POST",)
     idempotency_required = ("POST",)  # contract: a retried checkout must never hold stock twice
+    idempotency_deferred = ("POST",)  # the one-statement reservation inserts the claim (core.idempotency)
     pagination_class = PageNumberPagination
 
     @extend_schema(
@@ -126,7 +127,10 @@ class ReservationListCreate(IdempotencyMixin, APIView):
     )
     def post(self, request):
         data = _create_fast(request.data)
+        pending = request.idempotency_pending
         if data is None:  # anything unusual: the serializer decides, with its error messages
+            if pending is not None:
+                pending.settle()  # claimed first, as the other endpoints do
             serializer = ReservationCreateSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
@@ -140,6 +144,7 @@ class ReservationListCreate(IdempotencyMixin, APIView):
             created_by=request.auth,
             context=_context(request),
             request_key=getattr(request, "idempotency_request_key", None),  # a re-run after a crash returns it
+            claim=pending,
         )
         return _answer(reservation, created=True)
 
