@@ -21,6 +21,10 @@ SKU and bundle and point at the channel simulator; a rule pushes them and compar
 channel was last told, what the service computes now, what the model computes, and what the
 simulator stores (invariant 7).
 
+Sales also come over HTTP with an Idempotency-Key from a small pool (`sell_over_http_with_a_key`):
+a key used again with the same body must replay the first answer byte for byte, with another body
+answer 422, and neither may change stock (the claim inside the one-statement sale gates it).
+
 Each hypothesis example works in its own namespace (codes prefixed with a fresh random prefix),
 so examples share one database without a flush and every check looks only at its own rows.
 """
@@ -206,6 +210,13 @@ class StockMachine(RuleBasedStateMachine):
         self.res: dict[str, Res] = {}
         self.seq = 0
         self.clean = True  # False while a step is running or after one failed
+        from rest_framework.test import APIClient
+
+        from core.auth import api_key_create
+
+        self.api = APIClient()
+        self.api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_create(name=self.ns, scopes=['stock:write'])[1]}")
+        self.keys: dict[str, tuple[dict, int, bytes]] = {}  # Idempotency-Key -> (body, status, answer)
         self.channels = {}
         if simulator is not None:
             for name, (kind, listed, buffer_type, buffer_value) in CHANNELS.items():
@@ -402,6 +413,37 @@ class StockMachine(RuleBasedStateMachine):
             assert not can and exc.code == "insufficient_stock", f"sale of {quantity} refused: {exc.code}"
             return self.stock_changed(set())
         assert can, f"sale of {quantity} at {self.code(i, j)} accepted beyond available {self.available()}"
+        self.on_hand[(i, j)] -= quantity
+        self.stock_changed(set())
+
+    @rule(i=sku_index, j=location_index, quantity=st.integers(1, 10), slot=st.integers(0, 3))
+    def sell_over_http_with_a_key(self, i, j, quantity, slot):
+        """POST /api/v1/stock/adjustments/ with an Idempotency-Key from a small pool, so keys come
+        back with the same body (a replay: the first answer byte for byte, nothing changed) or
+        another one (422, nothing changed). A new key sells as `sell` does; its one statement
+        inserts the claim (core.idempotency), its refusals take the general path."""
+        self.begin()
+        body = {"sku": self.items[i].code, "location": self.locations[j].code, "type": "sale", "quantity": quantity}
+        key = f"{self.ns}-sale-{slot}"
+        response = self.api.post("/api/v1/stock/adjustments/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+        first = self.keys.get(key)
+        if first is not None:
+            if first[0] == body:
+                assert (response.status_code, response.content) == first[1:], (
+                    f"replay of {key}: {response.status_code} {response.content!r}, first {first[1:]}")
+                assert response["Idempotent-Replayed"] == "true"
+            else:
+                assert response.status_code == 422 and response.json()["error"] == "idempotency_key_reused", (
+                    f"{key} reused with another body: {response.status_code} {response.content!r}")
+            return self.stock_changed(set())
+        can = quantity <= self.available().get((i, j), 0)
+        self.keys[key] = (body, response.status_code, response.content)
+        if not can:
+            assert response.status_code == 409 and response.json()["error"] == "insufficient_stock", (
+                f"sale of {quantity} at {self.code(i, j)} over HTTP: {response.status_code} {response.content!r}")
+            return self.stock_changed(set())
+        assert response.status_code == 201, (
+            f"sale of {quantity} at {self.code(i, j)} over HTTP refused: {response.status_code} {response.content!r}")
         self.on_hand[(i, j)] -= quantity
         self.stock_changed(set())
 
