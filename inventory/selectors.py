@@ -7,6 +7,7 @@ from functools import cache
 
 from django.db import connection
 from django.db.models import Count, Max, QuerySet
+from psycopg import sql
 
 from core.errors import NotFound
 from core.sql import sql_compose
@@ -48,13 +49,17 @@ def position_to_dict(position: StockPosition) -> dict:
 
 
 @cache
-def _stock_sql() -> str:
-    # Composed once per process (identifiers from model metadata; values are parameters).
+def _stock_sql(one: bool) -> str:
+    # Composed once per process (identifiers from model metadata; values are parameters). One
+    # code is compared as a scalar: PostgreSQL then reuses the prepared statement's plan. With an
+    # array, a custom plan (made for the one element it sees) always looks cheaper than the
+    # generic one (which assumes ten), so every read was planned anew (pg_prepared_statements:
+    # 0 generic, 3,045 custom), a share of the read's database CPU.
     return sql_compose(
         "SELECT s.code, l.code, p.on_hand, p.reserved, p.version, s.is_bundle, s.id FROM {sku} s "
-        "LEFT JOIN {position} p ON p.sku_id = s.id LEFT JOIN {location} l ON l.id = p.location_id "
-        "WHERE s.code = ANY(%s)",
-        sku=Sku._meta.db_table, position=StockPosition._meta.db_table, location=Location._meta.db_table)
+        "LEFT JOIN {position} p ON p.sku_id = s.id LEFT JOIN {location} l ON l.id = p.location_id WHERE {match}",
+        sku=Sku._meta.db_table, position=StockPosition._meta.db_table, location=Location._meta.db_table,
+        match=sql.SQL("s.code = %s" if one else "s.code = ANY(%s)"))
 
 
 def stock_get_many(*, sku_codes: list[str]) -> list[dict]:
@@ -66,7 +71,7 @@ def stock_get_many(*, sku_codes: list[str]) -> list[dict]:
     by_sku: dict[str, list[dict]] = {}
     bundles: dict[int, str] = {}  # bundles hold no positions: derived from their components below
     with connection.cursor() as cursor:
-        cursor.execute(_stock_sql(), [wanted])
+        cursor.execute(_stock_sql(len(wanted) == 1), [wanted[0] if len(wanted) == 1 else wanted])
         for sku_code, location_code, on_hand, reserved, version, is_bundle, sku_id in cursor.fetchall():
             rows = by_sku.setdefault(sku_code, [])
             if is_bundle:

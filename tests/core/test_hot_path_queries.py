@@ -351,3 +351,18 @@ def test_fast_validation_gives_exactly_what_the_serializer_gives(fast, serialize
         assert json.loads(json.dumps(checked.validated_data)) == result, body
         accepted += 1
     assert accepted > 20  # the fast path is really taken for plain bodies
+
+
+def test_a_single_stock_read_reuses_its_plan(api, stocked):
+    # The one-SKU read compares a scalar: PostgreSQL reuses the prepared statement's generic plan
+    # after its first five runs. With `code = ANY(array)` every read was planned anew (a custom
+    # plan made for a one-element array always looks cheaper than the generic one). psycopg
+    # prepares a statement on its sixth run (DB_PREPARE_THRESHOLD); PostgreSQL plans a prepared
+    # statement five times before it weighs its generic plan.
+    for _ in range(20):
+        assert api.get(f"/api/v1/stock/{stocked.code}/").status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                       "WHERE statement LIKE %s AND statement LIKE %s", ["SELECT s.code, l.code%", "%s.code = $1"])
+        generic_plans, custom_plans = cursor.fetchone()
+    assert generic_plans >= 5 and custom_plans <= 5
