@@ -43,6 +43,8 @@ from reservations.allocation import (
 )
 from reservations.create_statement import reservation_create_in_one_statement
 from reservations.expiry import reservations_expire  # noqa: F401 - re-exported: the beat task calls it
+from reservations.group_commit import Request as CombinedRequest
+from reservations.group_commit import reservation_create_combined
 from reservations.holds import held_at as _held_at
 from reservations.holds import holds_write, reservation_context, reservation_insert
 from reservations.models import Reservation, ReservationLine, WaitlistEntry
@@ -192,10 +194,17 @@ def reservation_create(
     try:
         # The common checkout in one statement (reservations.create_statement): None, and the
         # general path decides (bundles, named locations, splits, refusals, the waitlist).
-        made = reservation_create_in_one_statement(
-            lines=plain, channel=channel_obj, order_ref=order_ref, ttl=ttl, created_by=created_by, context=context,
-            request_key=request_key, claim=claim,
-        ) if plain is not None and settings.RESERVATION_ONE_STATEMENT else None
+        made = None
+        if plain is not None and settings.RESERVATION_ONE_STATEMENT:
+            if len(plain) == 1 and settings.RESERVATION_GROUP_COMMIT and not connection.in_atomic_block:
+                # A checkout of one SKU, run together with the others of it waiting in this process.
+                made = reservation_create_combined(CombinedRequest(
+                    code=plain[0][0], quantity=plain[0][1], channel=channel_obj, order_ref=order_ref, ttl=ttl,
+                    created_by=created_by, context=context, request_key=request_key, claim=claim))
+            else:
+                made = reservation_create_in_one_statement(
+                    lines=plain, channel=channel_obj, order_ref=order_ref, ttl=ttl, created_by=created_by,
+                    context=context, request_key=request_key, claim=claim)
         if made is not None:
             reservation, written = made  # its lines carry their SKU and location objects
         else:

@@ -87,6 +87,14 @@ TASKS = Counter(
     "stockline_celery_tasks", "Celery task runs finished, by task name and state (SUCCESS, FAILURE, RETRY, ...).",
     ["task", "state"],
 )
+RESERVATION_GROUPS = Counter(
+    "stockline_reservation_group_commits", "Combined statements of one-SKU checkouts (reservations.group_commit).",
+)
+RESERVATION_GROUPED = Counter(
+    "stockline_reservation_group_commit_requests",
+    "Checkouts run in a combined statement, by outcome: held, or left to their own path (did not fit, key taken).",
+    ["outcome"],
+)
 TASK_DURATION = Histogram(
     "stockline_celery_task_duration_seconds", "Run time of Celery tasks, by task name.",
     ["task"], buckets=TASK_BUCKETS,

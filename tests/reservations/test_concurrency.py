@@ -20,6 +20,7 @@ import requests
 from django.db.models import Sum
 from django.utils import timezone
 
+from core.observability.metrics import RESERVATION_GROUPS
 from inventory import selectors as stock_selectors
 from inventory import services as stock
 from inventory.models import MovementType, StockMovement, StockPosition
@@ -81,11 +82,14 @@ def key(make_key):
     return make_key("reservations:write")
 
 
-@pytest.fixture(params=[True, False], ids=["one-statement", "general"])
+@pytest.fixture(params=["one-statement", "general", "group-commit"])
 def reservation_path(request, settings):
-    """Checkouts both ways: the one-statement reservation (guarded by the UPDATE's re-checked
-    condition and its all-or-nothing check) and the general path (guarded by the row locks)."""
-    settings.RESERVATION_ONE_STATEMENT = request.param
+    """Checkouts every way: the one-statement reservation (guarded by the UPDATE's re-checked
+    condition and its all-or-nothing check), the general path (guarded by the row locks), and
+    one-line checkouts of one SKU combined into one statement (reservations.group_commit: the
+    running sum under the position's lock)."""
+    settings.RESERVATION_ONE_STATEMENT = request.param != "general"
+    settings.RESERVATION_GROUP_COMMIT = request.param == "group-commit"
     return request.param
 
 
@@ -93,6 +97,7 @@ def test_stampede_of_200_clients_on_50_units_over_http(live_server, key, reserva
     LocationFactory(code="wh")
     SkuFactory(code="HOT")
     stock.stock_receive(sku="HOT", location="wh", quantity=50)
+    groups_before = RESERVATION_GROUPS._value.get()
 
     outcomes = _stampede(f"{live_server.url}/api/v1/reservations/", key, [[{"sku": "HOT", "quantity": 1}]] * CLIENTS)
 
@@ -100,6 +105,8 @@ def test_stampede_of_200_clients_on_50_units_over_http(live_server, key, reserva
     assert _reserved("HOT") == _ledger_reserved("HOT") == 50
     assert StockMovement.objects.filter(type=MovementType.RESERVE).count() == 50
     assert StockPosition.objects.get(sku__code="HOT").on_hand == 50
+    if reservation_path == "group-commit":  # really combined: the server's threads share this process
+        assert RESERVATION_GROUPS._value.get() > groups_before
 
 
 def test_stampede_of_two_line_carts_sharing_one_hot_sku(live_server, key, reservation_path):

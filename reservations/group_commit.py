@@ -1,0 +1,273 @@
+"""Group commit for checkouts of one hot SKU (setting RESERVATION_GROUP_COMMIT; docs/performance.md).
+
+In a flash sale every checkout reserves the same SKU, and each one-statement reservation
+(reservations.create_statement) waits for the previous one's row lock and commit: the position's
+row is the queue. Here, single-line reservations of one SKU (and one channel) that arrive while
+such a reservation is running in this process wait for it, then run together as ONE statement:
+their Idempotency-Key claims inserted first (one INSERT), the position locked once, a running sum
+over the requests in arrival order accepting the prefix that fits, one UPDATE of the position,
+and per accepted request its own ledger row (with its own reserved_after), reservation and line.
+
+Each request is still all or nothing, and the outcome is the one the same requests would have
+had one after another: a request that does not fit (and every one after it) holds nothing here
+and takes its own path, as a refused one-statement reservation does (its claim, if inserted here,
+is its own). A batch of one runs the one-statement reservation itself. If the combined statement
+fails as a whole (a live order_ref taken, say), every request runs on its own, as if never
+combined. Requests of different SKUs are never combined: one statement locks one position, so
+the global lock order is kept.
+
+The leader is the request that found no batch running; it runs the batch on its own thread and
+database connection, then hands the lead to the first request that arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from django.db import DatabaseError
+from django.utils import timezone
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from channels.models import Channel
+from core.idempotency import PendingClaim
+from core.models import ApiKey, IdempotencyRecord
+from core.observability.metrics import RESERVATION_GROUPED, RESERVATION_GROUPS
+from core.sql import sql_compose
+from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
+from inventory.one_statement import compact, reactions, statement_run
+from inventory.services import MovementContext
+from reservations.allocation import eligible_locations_sql
+from reservations.create_statement import reservation_create_in_one_statement
+from reservations.holds import RESERVATION_COLUMNS, reservation_context
+from reservations.models import Reservation, ReservationLine
+
+MAX_BATCH = 64
+_UNSET = object()  # a request's outcome before its batch has decided it
+
+# Each column of a new reservation, from the combined statement's `accepted` rows `a` and its
+# parameters (the same for all) where they are shared.
+_RESERVATION_VALUES = {
+    "id": "a.id", "status": f"'{Reservation.Status.ACTIVE.value}'", "channel_id": "%(channel)s",
+    "order_ref": "a.order_ref", "ttl_seconds": "a.ttl", "expires_at": "a.expires_at",
+    "created_by_id": "a.created_by", "created_at": "%(now)s", "updated_at": "%(now)s", "activated_at": "%(now)s",
+    "closed_at": "NULL", "closed_by": "''", "request_key": "a.request_key"}
+
+
+@cache
+def _batch_sql() -> str:
+    parts = reactions()
+    assert parts is not None
+    return compact(sql_compose(
+        "WITH req AS (SELECT * FROM unnest(%(quantities)s::bigint[], %(ids)s::uuid[], %(request_keys)s::text[], "
+        "%(order_refs)s::text[], %(ttls)s::integer[], %(expires)s::timestamptz[], %(created_by)s::bigint[], "
+        "%(claim_api_keys)s::bigint[], %(claim_keys)s::text[], %(claim_fingerprints)s::text[], %(actors)s::text[], "
+        "%(references)s::text[], %(metadata)s::jsonb[], %(sources)s::text[]) WITH ORDINALITY AS r(quantity, id, "
+        "request_key, order_ref, ttl, expires_at, created_by, claim_api_key, claim_key, claim_fingerprint, actor, "
+        "reference, metadata, source, n)), "
+        # The claims first (the rest depends on them), before any row is locked: a twin elsewhere
+        # that holds a claim we wait for never waits for a lock we hold.
+        "claim AS (INSERT INTO {claims} (api_key_id, key, fingerprint, state, response_headers, created_at) "
+        "SELECT claim_api_key, claim_key, claim_fingerprint, %(claim_state)s, '{{}}'::jsonb, %(now)s FROM req "
+        "WHERE claim_key IS NOT NULL ORDER BY n ON CONFLICT (api_key_id, key) DO NOTHING "
+        "RETURNING id, api_key_id, key), "
+        "gated AS (SELECT r.*, c.id AS claim_id FROM req r LEFT JOIN claim c ON c.key = r.claim_key "
+        "AND c.api_key_id IS NOT DISTINCT FROM r.claim_api_key WHERE r.claim_key IS NULL OR c.id IS NOT NULL), "
+        "eligible AS ({eligible}), "
+        # The first eligible location with any units, as the one-statement reservation picks it.
+        "pick AS (SELECT p.id, e.code AS location_code FROM {position} p JOIN eligible e ON e.id = p.location_id "
+        "JOIN {sku} s ON s.id = p.sku_id WHERE s.code = %(code)s AND s.active AND NOT s.is_bundle "
+        "AND p.on_hand - p.reserved > 0 AND EXISTS (SELECT 1 FROM gated) ORDER BY e.priority, e.code LIMIT 1), "
+        "locked AS (SELECT p.id, p.on_hand - p.reserved AS free FROM {position} p JOIN pick ON pick.id = p.id "
+        "FOR UPDATE OF p), "
+        # Arrival order; the prefix that fits, as one-by-one statements would have held it.
+        "accepted AS (SELECT g.*, sum(g.quantity) OVER (ORDER BY g.n) AS upto FROM gated g), "
+        "fits AS (SELECT a.* FROM accepted a, locked WHERE a.upto <= locked.free), "
+        "total AS (SELECT sum(quantity) AS quantity, count(*) AS holds FROM fits), "
+        "moved AS (UPDATE {position} p SET reserved = p.reserved + total.quantity, version = p.version + total.holds, "
+        "updated_at = %(now)s FROM locked, total WHERE p.id = locked.id AND total.holds > 0 "
+        "AND p.on_hand - p.reserved >= total.quantity "
+        "RETURNING p.id, p.sku_id, p.location_id, p.on_hand, p.reserved, p.version, total.quantity AS total), "
+        "ledger AS (INSERT INTO {movement} (position_id, sku_id, location_id, type, on_hand_delta, reserved_delta, "
+        "on_hand_after, reserved_after, source, reference, event_key, actor, occurred_at, recorded_at, metadata, "
+        "reservation_id) SELECT m.id, m.sku_id, m.location_id, %(type)s, 0, a.quantity, m.on_hand, "
+        "m.reserved - m.total + a.upto, a.source, a.reference, NULL, a.actor, %(now)s, %(now)s, a.metadata, a.id "
+        "FROM fits a CROSS JOIN moved m ORDER BY a.n RETURNING id), "
+        "reservation AS (INSERT INTO {reservations} ({columns}) SELECT {values} FROM fits a CROSS JOIN moved m), "
+        "lines AS (INSERT INTO {lines} (reservation_id, sku_id, location_id, quantity, committed) "
+        "SELECT a.id, m.sku_id, m.location_id, a.quantity, 0 FROM fits a CROSS JOIN moved m ORDER BY a.n "
+        "RETURNING id, reservation_id), "
+        "changed AS (SELECT sku_id, location_id FROM moved){ctes} "
+        "SELECT (SELECT json_agg(json_build_array(r.n, g.claim_id, l.id) ORDER BY r.n) FROM req r "
+        "LEFT JOIN gated g ON g.n = r.n LEFT JOIN lines l ON l.reservation_id = r.id), "
+        "(SELECT json_agg(json_build_array(id, sku_id, location_id, on_hand, reserved, version)) FROM moved), "
+        "(SELECT location_code FROM pick){arrays}",
+        claims=IdempotencyRecord._meta.db_table, eligible=eligible_locations_sql(),
+        position=StockPosition._meta.db_table, sku=Sku._meta.db_table, movement=StockMovement._meta.db_table,
+        reservations=Reservation._meta.db_table, columns=RESERVATION_COLUMNS,
+        values=sql.SQL(", ".join(_RESERVATION_VALUES[c] for c in RESERVATION_COLUMNS)),
+        lines=ReservationLine._meta.db_table, ctes=parts.ctes, arrays=parts.arrays))
+
+
+@dataclass(eq=False)
+class Request:
+    """One single-line reservation waiting to be combined (the arguments of
+    reservation_create_in_one_statement, with one line)."""
+
+    code: str
+    quantity: int
+    channel: Channel | None
+    order_ref: str
+    ttl: int
+    created_by: ApiKey | None
+    context: MovementContext
+    request_key: str | None
+    claim: PendingClaim | None
+    done: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False  # handed the lead: run the next batch
+    outcome: Any = _UNSET  # (reservation, lines) | None (its own path decides), or an exception to raise
+
+
+class _Group:
+    def __init__(self, key: tuple[str, int | None]):
+        self.key = key
+        self.lock = threading.Lock()
+        self.queue: list[Request] = []
+        self.running = False
+
+
+_groups: dict[tuple[str, int | None], _Group] = {}
+_groups_lock = threading.Lock()
+
+
+def reservation_create_combined(request: Request) -> tuple[Reservation, list[ReservationLine]] | None:
+    """What reservation_create_in_one_statement answers for this one-line request, run together
+    with the requests for the same SKU and channel that wait at the same time (module docstring)."""
+    key = (request.code, request.channel.pk if request.channel is not None else None)
+    with _groups_lock:
+        group = _groups.get(key) or _groups.setdefault(key, _Group(key))
+    with group.lock:
+        group.queue.append(request)
+        lead = not group.running
+        group.running = True
+    if not lead:
+        request.done.wait()
+        lead = request.lead
+    if lead:
+        _lead(group, request)
+    if isinstance(request.outcome, BaseException):
+        raise request.outcome
+    return request.outcome
+
+
+def _lead(group: _Group, own: Request) -> None:
+    with group.lock:
+        batch, group.queue = group.queue[:MAX_BATCH], group.queue[MAX_BATCH:]
+    try:
+        _run(batch)
+    except Exception as exc:
+        # Not a refusal of the statement (those run each request alone): a defect, possibly after
+        # the commit. Every undecided request fails (a 5xx frees its claim; a retry with the same
+        # key finds what was made through its request_key), never takes a path that could hold twice.
+        for request in batch:
+            if request.outcome is _UNSET:
+                request.outcome = exc
+    finally:
+        with _groups_lock, group.lock:
+            following = group.queue[0] if group.queue else None
+            group.running = following is not None
+            if following is None and _groups.get(group.key) is group:
+                del _groups[group.key]  # idle: one entry per SKU ever sold would only grow (a late
+                # arrival that still holds this object leads it alone: exact, merely not combined)
+        for request in batch:
+            if request is not own:
+                request.done.set()
+        if following is not None:
+            following.lead = True
+            following.done.set()
+
+
+def _run(batch: list[Request]) -> None:
+    alone, combined = [], []
+    seen_claims, seen_refs = set(), set()
+    for request in batch:
+        # Twins of one Idempotency-Key, and two live reservations of one order_ref, are never
+        # combined: the later ones run alone once the batch has committed (a replay, 409 or 422).
+        claim_key = (getattr(request.claim.api_key, "pk", None), request.claim.key) if request.claim else None
+        ref_key = request.order_ref or None
+        if (claim_key and claim_key in seen_claims) or (ref_key and ref_key in seen_refs):
+            alone.append(request)
+            continue
+        seen_claims.add(claim_key)
+        seen_refs.add(ref_key)
+        combined.append(request)
+    if len(combined) == 1:
+        alone.insert(0, combined.pop())
+    elif combined:
+        try:
+            _run_combined(combined)
+        except DatabaseError:
+            alone = combined + alone  # the statement changed nothing: each on its own, as if never combined
+    for request in alone:
+        try:
+            request.outcome = reservation_create_in_one_statement(
+                lines=[(request.code, request.quantity)], channel=request.channel, order_ref=request.order_ref,
+                ttl=request.ttl, created_by=request.created_by, context=request.context,
+                request_key=request.request_key, claim=request.claim)
+        except Exception as exc:  # noqa: BLE001 - handed to the request's own thread, which raises it
+            request.outcome = exc
+
+
+def _run_combined(batch: list[Request]) -> None:
+    parts = reactions()
+    assert parts is not None
+    now = timezone.now()
+    reservations = []
+    for request in batch:
+        reservation = Reservation(
+            status=Reservation.Status.ACTIVE, channel=request.channel, order_ref=request.order_ref,
+            ttl_seconds=request.ttl, expires_at=now + timedelta(seconds=request.ttl), activated_at=now,
+            created_by=request.created_by, request_key=request.request_key, created_at=now, updated_at=now)
+        reservations.append(reservation)
+    contexts = [reservation_context(reservation=r, context=q.context) for r, q in zip(reservations, batch, strict=True)]
+    claims = [q.claim.params() if q.claim else {} for q in batch]
+    channel = batch[0].channel
+    params = {
+        **parts.params, "code": batch[0].code, "channel": channel.pk if channel is not None else None, "now": now,
+        "type": MovementType.RESERVE, "sources": [c.source for c in contexts],
+        "claim_state": IdempotencyRecord.State.IN_FLIGHT,
+        "quantities": [q.quantity for q in batch], "ids": [r.pk for r in reservations],
+        "request_keys": [q.request_key for q in batch], "order_refs": [q.order_ref for q in batch],
+        "ttls": [q.ttl for q in batch], "expires": [r.expires_at for r in reservations],
+        "created_by": [r.created_by_id for r in reservations],
+        "claim_api_keys": [c.get("claim_api_key") for c in claims], "claim_keys": [c.get("claim_key") for c in claims],
+        "claim_fingerprints": [c.get("claim_fingerprint") for c in claims],
+        "actors": [c.actor for c in contexts], "references": [c.reference for c in contexts],
+        "metadata": [Jsonb(c.metadata) for c in contexts]}
+    row = statement_run(_batch_sql(), params, generic_plan=True)
+    assert row is not None  # the combined statement never refuses as a whole
+    per_request, moved, location_code, *returned = row
+    RESERVATION_GROUPS.inc()
+    for (_n, claim_id, line_id), request, reservation in zip(per_request, batch, reservations, strict=True):
+        if request.claim is not None and claim_id is not None:
+            request.claim.record_id = claim_id  # its own claim, held or not
+        if line_id is None:
+            request.outcome = None  # did not fit (or its key was taken): its own path decides
+            RESERVATION_GROUPED.labels(outcome="own_path").inc()
+            continue
+        RESERVATION_GROUPED.labels(outcome="held").inc()
+        pk, sku_id, location_id = moved[0][:3]
+        line = ReservationLine(pk=line_id, reservation=reservation, sku=Sku(pk=sku_id, code=request.code),
+                               location=Location(pk=location_id, code=location_code), quantity=request.quantity,
+                               committed=0)
+        line._state.adding, line._state.db = False, "default"
+        reservation._state.adding, reservation._state.db = False, "default"
+        request.outcome = (reservation, [line])
+    if moved:
+        positions = [StockPosition(pk=pk, sku_id=sku_id, location_id=location_id, on_hand=on_hand, reserved=reserved,
+                                   version=version) for pk, sku_id, location_id, on_hand, reserved, version in moved]
+        parts.after_commit(positions, returned)
