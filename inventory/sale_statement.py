@@ -85,6 +85,8 @@ def sale_in_one_statement(*, sku: str, location: str, quantity: int, expected_ve
         "reference": context.reference, "event_key": key, "actor": context.actor,
         "occurred_at": context.occurred_at or now, "metadata": Jsonb(context.metadata),
         "reservation_id": context.reservation_id}
+    if claim is not None and claim.record_id is not None:
+        claim = None  # settled already (its request claimed first): held, nothing to insert
     if claim is not None:
         params.update(claim.params())
     try:

@@ -66,14 +66,15 @@ def _batch_sql() -> str:
         "WITH req AS (SELECT * FROM unnest(%(quantities)s::bigint[], %(ids)s::uuid[], %(request_keys)s::text[], "
         "%(order_refs)s::text[], %(ttls)s::integer[], %(expires)s::timestamptz[], %(created_by)s::bigint[], "
         "%(claim_api_keys)s::bigint[], %(claim_keys)s::text[], %(claim_fingerprints)s::text[], %(actors)s::text[], "
-        "%(references)s::text[], %(metadata)s::jsonb[], %(sources)s::text[]) WITH ORDINALITY AS r(quantity, id, "
-        "request_key, order_ref, ttl, expires_at, created_by, claim_api_key, claim_key, claim_fingerprint, actor, "
-        "reference, metadata, source, n)), "
-        # The claims first (the rest depends on them), before any row is locked: a twin elsewhere
-        # that holds a claim we wait for never waits for a lock we hold.
+        "%(references)s::text[], %(metadata)s::jsonb[], %(sources)s::text[], %(occurred)s::timestamptz[]) "
+        "WITH ORDINALITY AS r(quantity, id, request_key, order_ref, ttl, expires_at, created_by, claim_api_key, "
+        "claim_key, claim_fingerprint, actor, reference, metadata, source, occurred_at, n)), "
+        # The claims first, every one of them before any row is locked (`pick` counts them all), so a
+        # twin elsewhere that holds a claim we wait for never waits for a lock we hold; inserted in
+        # key order, so two batches never wait for each other's claims in opposite orders.
         "claim AS (INSERT INTO {claims} (api_key_id, key, fingerprint, state, response_headers, created_at) "
         "SELECT claim_api_key, claim_key, claim_fingerprint, %(claim_state)s, '{{}}'::jsonb, %(now)s FROM req "
-        "WHERE claim_key IS NOT NULL ORDER BY n ON CONFLICT (api_key_id, key) DO NOTHING "
+        "WHERE claim_key IS NOT NULL ORDER BY claim_api_key, claim_key ON CONFLICT (api_key_id, key) DO NOTHING "
         "RETURNING id, api_key_id, key), "
         "gated AS (SELECT r.*, c.id AS claim_id FROM req r LEFT JOIN claim c ON c.key = r.claim_key "
         "AND c.api_key_id IS NOT DISTINCT FROM r.claim_api_key WHERE r.claim_key IS NULL OR c.id IS NOT NULL), "
@@ -81,7 +82,8 @@ def _batch_sql() -> str:
         # The first eligible location with any units, as the one-statement reservation picks it.
         "pick AS (SELECT p.id, e.code AS location_code FROM {position} p JOIN eligible e ON e.id = p.location_id "
         "JOIN {sku} s ON s.id = p.sku_id WHERE s.code = %(code)s AND s.active AND NOT s.is_bundle "
-        "AND p.on_hand - p.reserved > 0 AND EXISTS (SELECT 1 FROM gated) ORDER BY e.priority, e.code LIMIT 1), "
+        "AND p.on_hand - p.reserved > 0 AND (SELECT count(*) FROM claim) >= 0 AND EXISTS (SELECT 1 FROM gated) "
+        "ORDER BY e.priority, e.code LIMIT 1), "
         "locked AS (SELECT p.id, p.on_hand - p.reserved AS free FROM {position} p JOIN pick ON pick.id = p.id "
         "FOR UPDATE OF p), "
         # Arrival order; the prefix that fits, as one-by-one statements would have held it.
@@ -95,7 +97,7 @@ def _batch_sql() -> str:
         "ledger AS (INSERT INTO {movement} (position_id, sku_id, location_id, type, on_hand_delta, reserved_delta, "
         "on_hand_after, reserved_after, source, reference, event_key, actor, occurred_at, recorded_at, metadata, "
         "reservation_id) SELECT m.id, m.sku_id, m.location_id, %(type)s, 0, a.quantity, m.on_hand, "
-        "m.reserved - m.total + a.upto, a.source, a.reference, NULL, a.actor, %(now)s, %(now)s, a.metadata, a.id "
+        "m.reserved - m.total + a.upto, a.source, a.reference, NULL, a.actor, a.occurred_at, %(now)s, a.metadata, a.id "
         "FROM fits a CROSS JOIN moved m ORDER BY a.n RETURNING id), "
         "reservation AS (INSERT INTO {reservations} ({columns}) SELECT {values} FROM fits a CROSS JOIN moved m), "
         "lines AS (INSERT INTO {lines} (reservation_id, sku_id, location_id, quantity, committed) "
@@ -169,14 +171,14 @@ def _lead(group: _Group, own: Request) -> None:
         batch, group.queue = group.queue[:MAX_BATCH], group.queue[MAX_BATCH:]
     try:
         _run(batch)
-    except Exception as exc:
-        # Not a refusal of the statement (those run each request alone): a defect, possibly after
-        # the commit. Every undecided request fails (a 5xx frees its claim; a retry with the same
-        # key finds what was made through its request_key), never takes a path that could hold twice.
+    finally:
+        # Not a refusal of the statement (those run each request alone): a defect, or the thread
+        # stopped, possibly after the commit. Every undecided request fails (a 5xx frees its claim;
+        # a retry with the same key finds what was made through its request_key), never takes a
+        # path that could hold twice.
         for request in batch:
             if request.outcome is _UNSET:
-                request.outcome = exc
-    finally:
+                request.outcome = RuntimeError("the combined checkout statement did not finish")
         with _groups_lock, group.lock:
             following = group.queue[0] if group.queue else None
             group.running = following is not None
@@ -197,7 +199,8 @@ def _run(batch: list[Request]) -> None:
     for request in batch:
         # Twins of one Idempotency-Key, and two live reservations of one order_ref, are never
         # combined: the later ones run alone once the batch has committed (a replay, 409 or 422).
-        claim_key = (getattr(request.claim.api_key, "pk", None), request.claim.key) if request.claim else None
+        claim = request.claim
+        claim_key = (getattr(claim.api_key, "pk", None), claim.key) if claim is not None and _unsettled(claim) else None
         ref_key = request.order_ref or None
         if (claim_key and claim_key in seen_claims) or (ref_key and ref_key in seen_refs):
             alone.append(request)
@@ -207,11 +210,8 @@ def _run(batch: list[Request]) -> None:
         combined.append(request)
     if len(combined) == 1:
         alone.insert(0, combined.pop())
-    elif combined:
-        try:
-            _run_combined(combined)
-        except DatabaseError:
-            alone = combined + alone  # the statement changed nothing: each on its own, as if never combined
+    elif combined and not _run_combined(combined):
+        alone = combined + alone  # the statement changed nothing: each on its own, as if never combined
     for request in alone:
         try:
             request.outcome = reservation_create_in_one_statement(
@@ -222,7 +222,9 @@ def _run(batch: list[Request]) -> None:
             request.outcome = exc
 
 
-def _run_combined(batch: list[Request]) -> None:
+def _run_combined(batch: list[Request]) -> bool:
+    """Run the combined statement and decide every request's outcome; False (nothing written)
+    when the statement failed as a whole."""
     parts = reactions()
     assert parts is not None
     now = timezone.now()
@@ -234,7 +236,7 @@ def _run_combined(batch: list[Request]) -> None:
             created_by=request.created_by, request_key=request.request_key, created_at=now, updated_at=now)
         reservations.append(reservation)
     contexts = [reservation_context(reservation=r, context=q.context) for r, q in zip(reservations, batch, strict=True)]
-    claims = [q.claim.params() if q.claim else {} for q in batch]
+    claims = [q.claim.params() if _unsettled(q.claim) else {} for q in batch]
     channel = batch[0].channel
     params = {
         **parts.params, "code": batch[0].code, "channel": channel.pk if channel is not None else None, "now": now,
@@ -247,14 +249,18 @@ def _run_combined(batch: list[Request]) -> None:
         "claim_api_keys": [c.get("claim_api_key") for c in claims], "claim_keys": [c.get("claim_key") for c in claims],
         "claim_fingerprints": [c.get("claim_fingerprint") for c in claims],
         "actors": [c.actor for c in contexts], "references": [c.reference for c in contexts],
-        "metadata": [Jsonb(c.metadata) for c in contexts]}
-    row = statement_run(_batch_sql(), params, generic_plan=True)
+        "metadata": [Jsonb(c.metadata) for c in contexts], "occurred": [c.occurred_at or now for c in contexts]}
+    try:
+        row = statement_run(_batch_sql(), params, generic_plan=True)
+    except DatabaseError:
+        return False
     assert row is not None  # the combined statement never refuses as a whole
     per_request, moved, location_code, *returned = row
-    RESERVATION_GROUPS.inc()
-    for (_n, claim_id, line_id), request, reservation in zip(per_request, batch, reservations, strict=True):
+    for (_n, claim_id, _line_id), request in zip(per_request, batch, strict=True):
         if request.claim is not None and claim_id is not None:
-            request.claim.record_id = claim_id  # its own claim, held or not
+            request.claim.record_id = claim_id  # its own claim, held or not: before anything can fail
+    RESERVATION_GROUPS.inc()
+    for (_n, _claim_id, line_id), request, reservation in zip(per_request, batch, reservations, strict=True):
         if line_id is None:
             request.outcome = None  # did not fit (or its key was taken): its own path decides
             RESERVATION_GROUPED.labels(outcome="own_path").inc()
@@ -271,3 +277,9 @@ def _run_combined(batch: list[Request]) -> None:
         positions = [StockPosition(pk=pk, sku_id=sku_id, location_id=location_id, on_hand=on_hand, reserved=reserved,
                                    version=version) for pk, sku_id, location_id, on_hand, reserved, version in moved]
         parts.after_commit(positions, returned)
+    return True
+
+
+def _unsettled(claim: PendingClaim | None) -> bool:
+    """A claim this batch must insert (one settled already is held by its request)."""
+    return claim is not None and claim.record_id is None

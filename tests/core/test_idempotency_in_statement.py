@@ -174,3 +174,16 @@ def test_twenty_concurrent_sales_with_one_key_and_two_bodies_sell_once(live_serv
     assert statuses <= {201, 409, 422} and 201 in statuses, outcomes
     assert all(body["error"] in ("idempotency_key_in_flight", "idempotency_key_reused")
                for status, body in outcomes if status != 201)
+
+
+def test_a_claim_settled_first_is_not_inserted_again_by_the_statement(api, stocked, location):
+    # A body the serializer decides is claimed first; the one-statement sale then runs without
+    # the claim CTE (with it, the statement would meet its own claim and always undo itself).
+    body = {"sku": f"{stocked.code} ", "location": location.code, "type": "sale", "quantity": 1}  # trimmed by it
+    with CaptureQueriesContext(connection) as captured:
+        response = post(api, SALE, body, "k-8")
+    assert response.status_code == 201, response.content
+    statements = [q["sql"] for q in captured.captured_queries if "core_apikey" not in q["sql"]]
+    assert statements[0].startswith('INSERT INTO "core_idempotencyrecord"')
+    assert statements[2].startswith("WITH target AS"), statements[2][:80]  # after the SAVEPOINT
+    assert StockPosition.objects.get(sku=stocked, location=location).on_hand == 9
