@@ -210,6 +210,9 @@ RESERVATION_EXPIRY_BATCH_SIZE = env.int("RESERVATION_EXPIRY_BATCH_SIZE", default
 # A plain sale runs as one statement with the reactions' statement forms (inventory.sale_statement);
 # off: every sale takes the general locking path (kept for comparison and for its tests).
 STOCK_SALE_ONE_STATEMENT = env.bool("STOCK_SALE_ONE_STATEMENT", default=True)
+# Sales of one position waiting in one web process at the same time are made by one statement
+# (inventory.sale_group): one lock and one commit for the lot, each with its own ledger row.
+STOCK_SALE_GROUP_COMMIT = env.bool("STOCK_SALE_GROUP_COMMIT", default=True)
 # Likewise a checkout reservation held whole at the first eligible location (reservations.create_statement).
 RESERVATION_ONE_STATEMENT = env.bool("RESERVATION_ONE_STATEMENT", default=True)
 # Single-line checkouts of one SKU waiting in one web process at the same time are made by one

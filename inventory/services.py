@@ -42,6 +42,7 @@ from inventory.hooks import positions_changed  # noqa: F401 - the services' one 
 from inventory.locking import positions_lock
 from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
 from inventory.one_statement import ledger_insert
+from inventory.sale_group import Sale, sale_combined
 from inventory.sale_statement import sale_in_one_statement
 from inventory.snapshots import (  # noqa: F401 - re-exported: bucketed, changed-only, rolled up, pruned
     snapshot_maintain,
@@ -294,10 +295,15 @@ def stock_adjust(
     if (type == "sale" and settings.STOCK_SALE_ONE_STATEMENT and isinstance(sku, str)
             and isinstance(location, str)):
         # The common sale in one statement (inventory.sale_statement); None: this path decides.
-        sold = sale_in_one_statement(
-            sku=sku, location=location, quantity=quantity, expected_version=expected_version, context=context,
-            replay_keys=[context.event_key, context.event_key + TRANSFER_IN_SUFFIX] if context.event_key else [],
-            claim=claim)
+        replay_keys = [context.event_key, context.event_key + TRANSFER_IN_SUFFIX] if context.event_key else []
+        if settings.STOCK_SALE_GROUP_COMMIT and expected_version is None and not connection.in_atomic_block:
+            # Run together with the other sales of this position waiting in this process.
+            sold = sale_combined(Sale(sku=sku, location=location, quantity=quantity, context=context,
+                                      replay_keys=replay_keys, claim=claim))
+        else:
+            sold = sale_in_one_statement(
+                sku=sku, location=location, quantity=quantity, expected_version=expected_version, context=context,
+                replay_keys=replay_keys, claim=claim)
         if sold is not None:
             return AdjustmentResult(movements=[sold[0]], positions=[sold[1]])
     if claim is not None:

@@ -16,17 +16,13 @@ fails as a whole (a live order_ref taken, say), every request runs on its own, a
 combined. Requests of different SKUs are never combined: one statement locks one position, so
 the global lock order is kept.
 
-The leader is the request that found no batch running; it runs the batch on its own thread and
-database connection, then hands the lead to the first request that arrived meanwhile.
+The waiting and the hand-over of the lead are core.combine's.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
-from typing import Any
 
 from django.db import DatabaseError
 from django.utils import timezone
@@ -34,6 +30,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from channels.models import Channel
+from core.combine import Combiner, Waiting
 from core.idempotency import PendingClaim
 from core.models import ApiKey, IdempotencyRecord
 from core.observability.metrics import RESERVATION_GROUPED, RESERVATION_GROUPS
@@ -45,9 +42,6 @@ from reservations.allocation import eligible_locations_sql
 from reservations.create_statement import reservation_create_in_one_statement
 from reservations.holds import RESERVATION_COLUMNS, reservation_context
 from reservations.models import Reservation, ReservationLine
-
-MAX_BATCH = 64
-_UNSET = object()  # a request's outcome before its batch has decided it
 
 # Each column of a new reservation, from the combined statement's `accepted` rows `a` and its
 # parameters (the same for all) where they are shared.
@@ -115,82 +109,24 @@ def _batch_sql() -> str:
         lines=ReservationLine._meta.db_table, ctes=parts.ctes, arrays=parts.arrays))
 
 
-@dataclass(eq=False)
-class Request:
+class Request(Waiting):
     """One single-line reservation waiting to be combined (the arguments of
-    reservation_create_in_one_statement, with one line)."""
+    reservation_create_in_one_statement, with one line). Its outcome: (reservation, lines), or
+    None when its own path decides."""
 
-    code: str
-    quantity: int
-    channel: Channel | None
-    order_ref: str
-    ttl: int
-    created_by: ApiKey | None
-    context: MovementContext
-    request_key: str | None
-    claim: PendingClaim | None
-    done: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False  # handed the lead: run the next batch
-    outcome: Any = _UNSET  # (reservation, lines) | None (its own path decides), or an exception to raise
-
-
-class _Group:
-    def __init__(self, key: tuple[str, int | None]):
-        self.key = key
-        self.lock = threading.Lock()
-        self.queue: list[Request] = []
-        self.running = False
-
-
-_groups: dict[tuple[str, int | None], _Group] = {}
-_groups_lock = threading.Lock()
+    def __init__(self, *, code: str, quantity: int, channel: Channel | None, order_ref: str, ttl: int,
+                 created_by: ApiKey | None, context: MovementContext, request_key: str | None,
+                 claim: PendingClaim | None):
+        super().__init__()
+        self.code, self.quantity, self.channel, self.order_ref, self.ttl = code, quantity, channel, order_ref, ttl
+        self.created_by, self.context, self.request_key, self.claim = created_by, context, request_key, claim
 
 
 def reservation_create_combined(request: Request) -> tuple[Reservation, list[ReservationLine]] | None:
     """What reservation_create_in_one_statement answers for this one-line request, run together
     with the requests for the same SKU and channel that wait at the same time (module docstring)."""
     key = (request.code, request.channel.pk if request.channel is not None else None)
-    with _groups_lock:
-        group = _groups.get(key) or _groups.setdefault(key, _Group(key))
-    with group.lock:
-        group.queue.append(request)
-        lead = not group.running
-        group.running = True
-    if not lead:
-        request.done.wait()
-        lead = request.lead
-    if lead:
-        _lead(group, request)
-    if isinstance(request.outcome, BaseException):
-        raise request.outcome
-    return request.outcome
-
-
-def _lead(group: _Group, own: Request) -> None:
-    with group.lock:
-        batch, group.queue = group.queue[:MAX_BATCH], group.queue[MAX_BATCH:]
-    try:
-        _run(batch)
-    finally:
-        # Not a refusal of the statement (those run each request alone): a defect, or the thread
-        # stopped, possibly after the commit. Every undecided request fails (a 5xx frees its claim;
-        # a retry with the same key finds what was made through its request_key), never takes a
-        # path that could hold twice.
-        for request in batch:
-            if request.outcome is _UNSET:
-                request.outcome = RuntimeError("the combined checkout statement did not finish")
-        with _groups_lock, group.lock:
-            following = group.queue[0] if group.queue else None
-            group.running = following is not None
-            if following is None and _groups.get(group.key) is group:
-                del _groups[group.key]  # idle: one entry per SKU ever sold would only grow (a late
-                # arrival that still holds this object leads it alone: exact, merely not combined)
-        for request in batch:
-            if request is not own:
-                request.done.set()
-        if following is not None:
-            following.lead = True
-            following.done.set()
+    return _combiner.submit(key, request)
 
 
 def _run(batch: list[Request]) -> None:
@@ -253,13 +189,14 @@ def _run_combined(batch: list[Request]) -> bool:
     try:
         row = statement_run(_batch_sql(), params, generic_plan=True)
     except DatabaseError:
+        RESERVATION_GROUPS.labels(result="failed").inc()
         return False
     assert row is not None  # the combined statement never refuses as a whole
     per_request, moved, location_code, *returned = row
     for (_n, claim_id, _line_id), request in zip(per_request, batch, strict=True):
         if request.claim is not None and claim_id is not None:
             request.claim.record_id = claim_id  # its own claim, held or not: before anything can fail
-    RESERVATION_GROUPS.inc()
+    RESERVATION_GROUPS.labels(result="committed").inc()
     for (_n, _claim_id, line_id), request, reservation in zip(per_request, batch, reservations, strict=True):
         if line_id is None:
             request.outcome = None  # did not fit (or its key was taken): its own path decides
@@ -283,3 +220,6 @@ def _run_combined(batch: list[Request]) -> bool:
 def _unsettled(claim: PendingClaim | None) -> bool:
     """A claim this batch must insert (one settled already is held by its request)."""
     return claim is not None and claim.record_id is None
+
+
+_combiner = Combiner(_run)

@@ -88,11 +88,25 @@ TASKS = Counter(
     ["task", "state"],
 )
 RESERVATION_GROUPS = Counter(
-    "stockline_reservation_group_commits", "Combined statements of one-SKU checkouts (reservations.group_commit).",
+    "stockline_reservation_group_commits",
+    "Combined statements of one-SKU checkouts (reservations.group_commit), by result: committed, or failed as a "
+    "whole (each checkout then ran alone).",
+    ["result"],
 )
 RESERVATION_GROUPED = Counter(
     "stockline_reservation_group_commit_requests",
     "Checkouts run in a combined statement, by outcome: held, or left to their own path (did not fit, key taken).",
+    ["outcome"],
+)
+SALE_GROUPS = Counter(
+    "stockline_sale_group_commits",
+    "Combined statements of sales of one position (inventory.sale_group), by result: committed, or failed as a "
+    "whole (each sale then ran alone).",
+    ["result"],
+)
+SALE_GROUPED = Counter(
+    "stockline_sale_group_commit_requests",
+    "Sales run in a combined statement, by outcome: sold, or left to their own path (replay, did not fit, key taken).",
     ["outcome"],
 )
 TASK_DURATION = Histogram(

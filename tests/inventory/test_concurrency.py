@@ -11,6 +11,7 @@ import pytest
 from django.db import transaction
 
 from core.errors import InsufficientStock
+from core.observability.metrics import SALE_GROUPS
 from inventory import selectors, services
 from inventory.locking import positions_lock
 from inventory.models import StockMovement, StockPosition
@@ -20,11 +21,13 @@ from tests.factories import LocationFactory, SkuFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(params=[True, False], ids=["one-statement", "general"])
+@pytest.fixture(params=["one-statement", "general", "group-commit"])
 def sale_path(request, settings):
-    """Sales both ways: the one-statement sale (its guard is the UPDATE's re-checked condition)
-    and the general path (its guard is the row lock)."""
-    settings.STOCK_SALE_ONE_STATEMENT = request.param
+    """Sales every way: the one-statement sale (its guard is the UPDATE's re-checked condition),
+    the general path (its guard is the row lock), and sales of one position combined into one
+    statement (inventory.sale_group: the running sum under the position's lock)."""
+    settings.STOCK_SALE_ONE_STATEMENT = request.param != "general"
+    settings.STOCK_SALE_GROUP_COMMIT = request.param == "group-commit"
     return request.param
 
 
@@ -33,12 +36,15 @@ def test_fifty_concurrent_sellers_of_twenty_units_sell_exactly_twenty(sale_path)
     sku = SkuFactory(code="HOT")
     location = LocationFactory(code="wh")
     services.stock_receive(sku=sku.code, location=location.code, quantity=20)
+    groups_before = SALE_GROUPS.labels(result="committed")._value.get()
 
     # when
     def sell():
         return services.stock_sell(sku=sku.code, location=location.code, quantity=1)
 
     outcomes = run_concurrently(sell, [()] * 50)
+    if sale_path == "group-commit":  # really combined: the threads share this process
+        assert SALE_GROUPS.labels(result="committed")._value.get() > groups_before
 
     # then
     sold = [o for o in outcomes if isinstance(o, services.AdjustmentResult)]

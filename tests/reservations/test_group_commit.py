@@ -15,6 +15,7 @@ from django.db.models import Sum
 from core.auth import api_key_create
 from core.idempotency import PendingClaim
 from core.models import IdempotencyRecord
+from core.observability.metrics import RESERVATION_GROUPS
 from inventory import selectors as stock_selectors
 from inventory import services as stock
 from inventory.models import StockMovement, StockPosition
@@ -127,12 +128,15 @@ def test_combined_statements_racing_each_other_never_oversell():
     SkuFactory(code="RACE")
     stock.stock_receive(sku="RACE", location="wh", quantity=50)
 
+    failed_before = RESERVATION_GROUPS.labels(result="failed")._value.get()
     # 12 combiners at once (as 12 web processes would), 8 checkouts each: 96 units asked, 50 there.
     outcomes = run_concurrently(lambda: _run(batch := [_request("RACE", 1) for _ in range(8)]) or batch,
                                 [()] * 12)
 
     errors = [o for o in outcomes if isinstance(o, Exception)]
     assert not errors, errors
+    # none failed as a whole (with the lock and the re-check out, the CHECK constraint refuses them)
+    assert RESERVATION_GROUPS.labels(result="failed")._value.get() == failed_before
     held = sum(1 for batch in outcomes for r in batch if r.outcome is not None and not isinstance(r.outcome, Exception))
     position = StockPosition.objects.get(sku__code="RACE")
     assert position.reserved == held <= 50
