@@ -89,3 +89,31 @@ class Combiner:
             if following is not None:
                 following.lead = True
                 following.done.set()
+
+
+def run_split(batch: list[Any], *, keys: Callable[[Any], set], combined: Callable[[list[Any]], bool],
+              alone: Callable[[Any], Any]) -> None:
+    """The shape every batch runner here shares. A request whose `keys` (an Idempotency-Key, a
+    ledger key, an order_ref...) clash with an earlier one's is not combined: it runs alone after
+    the batch, which has committed by then (its own path then answers a replay, 409 or 422). A
+    batch of one runs alone; so does each request of a combined statement that failed as a whole
+    (`combined` returned False: it changed nothing). `alone(request)` returns its outcome; one
+    that raises gets the exception as its outcome, raised in the request's own thread."""
+    solo, together = [], []
+    seen: set = set()
+    for request in batch:
+        mine = keys(request)
+        if mine & seen:
+            solo.append(request)
+            continue
+        seen |= mine
+        together.append(request)
+    if len(together) == 1:
+        solo.insert(0, together.pop())
+    elif together and not combined(together):
+        solo = together + solo
+    for request in solo:
+        try:
+            request.outcome = alone(request)
+        except Exception as exc:  # noqa: BLE001 - handed to the request's own thread, which raises it
+            request.outcome = exc

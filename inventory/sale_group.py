@@ -23,7 +23,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from core.combine import Combiner, Waiting
+from core.combine import Combiner, Waiting, run_split
 from core.idempotency import PendingClaim
 from core.models import IdempotencyRecord
 from core.observability.metrics import SALE_GROUPED, SALE_GROUPS
@@ -108,29 +108,15 @@ def _unsettled(claim: PendingClaim | None) -> bool:
 
 
 def _run(batch: list[Sale]) -> None:
-    alone, combined = [], []
-    seen: set = set()
-    for sale in batch:
-        # Twins of one Idempotency-Key or ledger key are never combined: the later ones run alone
-        # once the batch has committed (a replay, 409 or 422).
-        keys = {("claim", getattr(sale.claim.api_key, "pk", None), sale.claim.key)} if _unsettled(sale.claim) else set()
-        keys |= {("event", key) for key in sale.replay_keys}
-        if keys & seen:
-            alone.append(sale)
-            continue
-        seen |= keys
-        combined.append(sale)
-    if len(combined) == 1:
-        alone.insert(0, combined.pop())
-    elif combined and not _run_combined(combined):
-        alone = combined + alone  # the statement changed nothing: each on its own, as if never combined
-    for sale in alone:
-        try:
-            sale.outcome = sale_in_one_statement(
-                sku=sale.sku, location=sale.location, quantity=sale.quantity, expected_version=None,
-                context=sale.context, replay_keys=sale.replay_keys, claim=sale.claim)
-        except Exception as exc:  # noqa: BLE001 - handed to the sale's own thread, which raises it
-            sale.outcome = exc
+    run_split(batch, keys=_keys, combined=_run_combined, alone=lambda sale: sale_in_one_statement(
+        sku=sale.sku, location=sale.location, quantity=sale.quantity, expected_version=None, context=sale.context,
+        replay_keys=sale.replay_keys, claim=sale.claim))
+
+
+def _keys(sale: Sale) -> set:
+    """Twins of one Idempotency-Key or ledger key are never combined."""
+    keys = {("claim", getattr(sale.claim.api_key, "pk", None), sale.claim.key)} if _unsettled(sale.claim) else set()
+    return keys | {("event", key) for key in sale.replay_keys}
 
 
 def _run_combined(batch: list[Sale]) -> bool:

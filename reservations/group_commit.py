@@ -30,7 +30,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from channels.models import Channel
-from core.combine import Combiner, Waiting
+from core.combine import Combiner, Waiting, run_split
 from core.idempotency import PendingClaim
 from core.models import ApiKey, IdempotencyRecord
 from core.observability.metrics import RESERVATION_GROUPED, RESERVATION_GROUPS
@@ -130,32 +130,17 @@ def reservation_create_combined(request: Request) -> tuple[Reservation, list[Res
 
 
 def _run(batch: list[Request]) -> None:
-    alone, combined = [], []
-    seen_claims, seen_refs = set(), set()
-    for request in batch:
-        # Twins of one Idempotency-Key, and two live reservations of one order_ref, are never
-        # combined: the later ones run alone once the batch has committed (a replay, 409 or 422).
-        claim = request.claim
-        claim_key = (getattr(claim.api_key, "pk", None), claim.key) if claim is not None and _unsettled(claim) else None
-        ref_key = request.order_ref or None
-        if (claim_key and claim_key in seen_claims) or (ref_key and ref_key in seen_refs):
-            alone.append(request)
-            continue
-        seen_claims.add(claim_key)
-        seen_refs.add(ref_key)
-        combined.append(request)
-    if len(combined) == 1:
-        alone.insert(0, combined.pop())
-    elif combined and not _run_combined(combined):
-        alone = combined + alone  # the statement changed nothing: each on its own, as if never combined
-    for request in alone:
-        try:
-            request.outcome = reservation_create_in_one_statement(
-                lines=[(request.code, request.quantity)], channel=request.channel, order_ref=request.order_ref,
-                ttl=request.ttl, created_by=request.created_by, context=request.context,
-                request_key=request.request_key, claim=request.claim)
-        except Exception as exc:  # noqa: BLE001 - handed to the request's own thread, which raises it
-            request.outcome = exc
+    run_split(batch, keys=_keys, combined=_run_combined, alone=lambda request: reservation_create_in_one_statement(
+        lines=[(request.code, request.quantity)], channel=request.channel, order_ref=request.order_ref,
+        ttl=request.ttl, created_by=request.created_by, context=request.context, request_key=request.request_key,
+        claim=request.claim))
+
+
+def _keys(request: Request) -> set:
+    """Twins of one Idempotency-Key, and two live reservations of one order_ref, are never combined."""
+    claim = request.claim
+    keys = {("claim", getattr(claim.api_key, "pk", None), claim.key)} if _unsettled(claim) else set()
+    return keys | ({("order_ref", request.order_ref)} if request.order_ref else set())
 
 
 def _run_combined(batch: list[Request]) -> bool:
