@@ -202,6 +202,11 @@ class PendingClaim:
                 "claim_fingerprint": self.fingerprint, "claim_state": IdempotencyRecord.State.IN_FLIGHT,
                 "claim_at": self.now}
 
+    @property
+    def identity(self) -> tuple[int | None, str]:
+        """(API key, Idempotency-Key): two requests with the same one are twins."""
+        return getattr(self.api_key, "pk", None), self.key
+
     def settle(self) -> None:
         if self.record_id is None:
             try:
@@ -209,6 +214,40 @@ class PendingClaim:
             except (Replayed, DomainError):
                 self.refused = True
                 raise
+
+
+def claim_to_insert(claim: PendingClaim | None) -> PendingClaim | None:
+    """The claim a one-statement change must insert: None when there is none, or when its request
+    has settled it already (claimed first: held, nothing to insert)."""
+    return claim if claim is not None and claim.record_id is None else None
+
+
+@cache
+def claim_batch_ctes() -> str:
+    """`claim AS (...), gated AS (...)` for a statement that makes several requests' changes. It
+    needs a `req` CTE with columns claim_api_key, claim_key, claim_fingerprint (NULL: no claim) and
+    `n`, the parameters of `claim_batch_params` and `%(now)s`. `gated` is `req`'s rows whose claim
+    was inserted or who have none, with `claim_id`. The claims go in key order, so two batches
+    never wait for each other's in opposite orders; the statement must read all of `claim` before
+    it locks anything (e.g. `(SELECT count(*) FROM claim) >= 0`), so a twin elsewhere holding a
+    claim it waits for never waits for a lock it holds."""
+    return sql_compose(
+        "claim AS (INSERT INTO {table} (api_key_id, key, fingerprint, state, response_headers, created_at) "
+        "SELECT claim_api_key, claim_key, claim_fingerprint, %(claim_state)s, '{{}}'::jsonb, %(now)s FROM req "
+        "WHERE claim_key IS NOT NULL ORDER BY claim_api_key, claim_key ON CONFLICT (api_key_id, key) DO NOTHING "
+        "RETURNING id, api_key_id, key), "
+        "gated AS (SELECT r.*, c.id AS claim_id FROM req r LEFT JOIN claim c ON c.key = r.claim_key "
+        "AND c.api_key_id IS NOT DISTINCT FROM r.claim_api_key WHERE r.claim_key IS NULL OR c.id IS NOT NULL)",
+        table=IdempotencyRecord._meta.db_table)
+
+
+def claim_batch_params(claims: list[PendingClaim | None]) -> dict:
+    """`claim_batch_ctes`' parameters: one entry per request, in order (only claims to insert)."""
+    found = [claim_to_insert(claim) for claim in claims]
+    return {"claim_state": IdempotencyRecord.State.IN_FLIGHT,
+            "claim_api_keys": [c.identity[0] if c else None for c in found],
+            "claim_keys": [c.key if c else None for c in found],
+            "claim_fingerprints": [c.fingerprint if c else None for c in found]}
 
 
 @cache

@@ -21,11 +21,11 @@ from functools import cache
 
 from django.db import DatabaseError
 from django.utils import timezone
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from core.combine import Combiner, Waiting, run_split
-from core.idempotency import PendingClaim
-from core.models import IdempotencyRecord
+from core.idempotency import PendingClaim, claim_batch_ctes, claim_batch_params, claim_to_insert
 from core.observability.metrics import SALE_GROUPED, SALE_GROUPS
 from core.sql import sql_compose
 from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
@@ -43,14 +43,8 @@ def _batch_sql() -> str:
         "%(references)s::text[], %(metadata)s::jsonb[], %(sources)s::text[], %(occurred)s::timestamptz[], "
         "%(reservations)s::uuid[]) WITH ORDINALITY AS r(quantity, event_key, claim_api_key, claim_key, "
         "claim_fingerprint, actor, reference, metadata, source, occurred_at, reservation_id, n)), "
-        # Every claim before the position is locked (`target` counts them all), in key order.
-        "claim AS (INSERT INTO {claims} (api_key_id, key, fingerprint, state, response_headers, created_at) "
-        "SELECT claim_api_key, claim_key, claim_fingerprint, %(claim_state)s, '{{}}'::jsonb, %(now)s FROM req "
-        "WHERE claim_key IS NOT NULL ORDER BY claim_api_key, claim_key ON CONFLICT (api_key_id, key) DO NOTHING "
-        "RETURNING id, api_key_id, key), "
-        "gated AS (SELECT r.*, c.id AS claim_id FROM req r LEFT JOIN claim c ON c.key = r.claim_key "
-        "AND c.api_key_id IS NOT DISTINCT FROM r.claim_api_key WHERE r.claim_key IS NULL OR c.id IS NOT NULL), "
-        "target AS (SELECT p.id FROM {position} p JOIN {sku} s ON s.id = p.sku_id "
+        # The claims, every one of them before the position is locked (`target` counts them all).
+        "{claims}, target AS (SELECT p.id FROM {position} p JOIN {sku} s ON s.id = p.sku_id "
         "JOIN {location} l ON l.id = p.location_id WHERE s.code = %(sku)s AND NOT s.is_bundle "
         "AND l.code = %(location)s AND (SELECT count(*) FROM claim) >= 0 AND EXISTS (SELECT 1 FROM gated)), "
         "locked AS (SELECT p.id, p.on_hand - p.reserved AS free FROM {position} p JOIN target t ON t.id = p.id "
@@ -81,7 +75,7 @@ def _batch_sql() -> str:
         "(SELECT json_agg(id ORDER BY id) FROM ledger), "
         "(SELECT json_agg(json_build_array(id, sku_id, location_id, on_hand, reserved, version, sales)) FROM moved)"
         "{arrays}",
-        claims=IdempotencyRecord._meta.db_table, position=StockPosition._meta.db_table, sku=Sku._meta.db_table,
+        claims=sql.SQL(claim_batch_ctes()), position=StockPosition._meta.db_table, sku=Sku._meta.db_table,
         location=Location._meta.db_table, movement=StockMovement._meta.db_table, ctes=parts.ctes,
         arrays=parts.arrays))
 
@@ -103,10 +97,6 @@ def sale_combined(sale: Sale) -> tuple[StockMovement, StockPosition] | None:
     return _combiner.submit((sale.sku, sale.location), sale)
 
 
-def _unsettled(claim: PendingClaim | None) -> bool:
-    return claim is not None and claim.record_id is None
-
-
 def _run(batch: list[Sale]) -> None:
     run_split(batch, keys=_keys, combined=_run_combined, alone=lambda sale: sale_in_one_statement(
         sku=sale.sku, location=sale.location, quantity=sale.quantity, expected_version=None, context=sale.context,
@@ -115,7 +105,8 @@ def _run(batch: list[Sale]) -> None:
 
 def _keys(sale: Sale) -> set:
     """Twins of one Idempotency-Key or ledger key are never combined."""
-    keys = {("claim", getattr(sale.claim.api_key, "pk", None), sale.claim.key)} if _unsettled(sale.claim) else set()
+    claim = claim_to_insert(sale.claim)
+    keys = {("claim", claim.identity)} if claim else set()
     return keys | {("event", key) for key in sale.replay_keys}
 
 
@@ -127,14 +118,11 @@ def _run_combined(batch: list[Sale]) -> bool:
     parts = reactions()
     assert parts is not None
     now = timezone.now()
-    claims = [s.claim.params() if _unsettled(s.claim) else {} for s in batch]
     contexts = [s.context for s in batch]
     params = {
         **parts.params, "sku": batch[0].sku, "location": batch[0].location, "now": now, "type": MovementType.SALE,
-        "claim_state": IdempotencyRecord.State.IN_FLIGHT, "in_suffix": TRANSFER_IN_SUFFIX,
+        **claim_batch_params([s.claim for s in batch]), "in_suffix": TRANSFER_IN_SUFFIX,
         "quantities": [s.quantity for s in batch], "event_keys": [c.event_key for c in contexts],
-        "claim_api_keys": [c.get("claim_api_key") for c in claims], "claim_keys": [c.get("claim_key") for c in claims],
-        "claim_fingerprints": [c.get("claim_fingerprint") for c in claims],
         "actors": [c.actor for c in contexts], "references": [c.reference for c in contexts],
         "metadata": [Jsonb(c.metadata) for c in contexts], "sources": [c.source for c in contexts],
         "occurred": [c.occurred_at or now for c in contexts], "reservations": [c.reservation_id for c in contexts]}

@@ -28,7 +28,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from core.idempotency import PendingClaim, claim_cte
+from core.idempotency import PendingClaim, claim_cte, claim_to_insert
 from core.sql import sql_compose
 from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
 from inventory.one_statement import compact, ledger_insert, reactions, statement_run
@@ -85,8 +85,7 @@ def sale_in_one_statement(*, sku: str, location: str, quantity: int, expected_ve
         "reference": context.reference, "event_key": key, "actor": context.actor,
         "occurred_at": context.occurred_at or now, "metadata": Jsonb(context.metadata),
         "reservation_id": context.reservation_id}
-    if claim is not None and claim.record_id is not None:
-        claim = None  # settled already (its request claimed first): held, nothing to insert
+    claim = claim_to_insert(claim)
     if claim is not None:
         params.update(claim.params())
     try:

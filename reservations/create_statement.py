@@ -30,7 +30,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from channels.models import Channel
-from core.idempotency import PendingClaim, claim_cte
+from core.idempotency import PendingClaim, claim_cte, claim_to_insert
 from core.models import ApiKey
 from core.sql import sql_compose
 from inventory.models import Location, MovementType, Sku, StockPosition
@@ -124,8 +124,7 @@ def reservation_create_in_one_statement(
         "actor": ctx.actor, "occurred_at": ctx.occurred_at or now, "metadata": Jsonb(ctx.metadata),
         "reservation_id": r.pk, "order_ref": r.order_ref, "ttl": r.ttl_seconds, "expires_at": r.expires_at,
         "created_by": r.created_by_id, "request_key": r.request_key}
-    if claim is not None and claim.record_id is not None:
-        claim = None  # settled already (its request claimed first): held, nothing to insert
+    claim = claim_to_insert(claim)
     if claim is not None:
         params.update(claim.params())
     row = statement_run(_create_sql(claim is not None), params, generic_plan=True)

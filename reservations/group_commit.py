@@ -31,8 +31,8 @@ from psycopg.types.json import Jsonb
 
 from channels.models import Channel
 from core.combine import Combiner, Waiting, run_split
-from core.idempotency import PendingClaim
-from core.models import ApiKey, IdempotencyRecord
+from core.idempotency import PendingClaim, claim_batch_ctes, claim_batch_params, claim_to_insert
+from core.models import ApiKey
 from core.observability.metrics import RESERVATION_GROUPED, RESERVATION_GROUPS
 from core.sql import sql_compose
 from inventory.models import Location, MovementType, Sku, StockMovement, StockPosition
@@ -63,16 +63,8 @@ def _batch_sql() -> str:
         "%(references)s::text[], %(metadata)s::jsonb[], %(sources)s::text[], %(occurred)s::timestamptz[]) "
         "WITH ORDINALITY AS r(quantity, id, request_key, order_ref, ttl, expires_at, created_by, claim_api_key, "
         "claim_key, claim_fingerprint, actor, reference, metadata, source, occurred_at, n)), "
-        # The claims first, every one of them before any row is locked (`pick` counts them all), so a
-        # twin elsewhere that holds a claim we wait for never waits for a lock we hold; inserted in
-        # key order, so two batches never wait for each other's claims in opposite orders.
-        "claim AS (INSERT INTO {claims} (api_key_id, key, fingerprint, state, response_headers, created_at) "
-        "SELECT claim_api_key, claim_key, claim_fingerprint, %(claim_state)s, '{{}}'::jsonb, %(now)s FROM req "
-        "WHERE claim_key IS NOT NULL ORDER BY claim_api_key, claim_key ON CONFLICT (api_key_id, key) DO NOTHING "
-        "RETURNING id, api_key_id, key), "
-        "gated AS (SELECT r.*, c.id AS claim_id FROM req r LEFT JOIN claim c ON c.key = r.claim_key "
-        "AND c.api_key_id IS NOT DISTINCT FROM r.claim_api_key WHERE r.claim_key IS NULL OR c.id IS NOT NULL), "
-        "eligible AS ({eligible}), "
+        # The claims, every one of them before any row is locked (`pick` counts them all).
+        "{claims}, eligible AS ({eligible}), "
         # The first eligible location with any units, as the one-statement reservation picks it.
         "pick AS (SELECT p.id, e.code AS location_code FROM {position} p JOIN eligible e ON e.id = p.location_id "
         "JOIN {sku} s ON s.id = p.sku_id WHERE s.code = %(code)s AND s.active AND NOT s.is_bundle "
@@ -102,7 +94,7 @@ def _batch_sql() -> str:
         "LEFT JOIN gated g ON g.n = r.n LEFT JOIN lines l ON l.reservation_id = r.id), "
         "(SELECT json_agg(json_build_array(id, sku_id, location_id, on_hand, reserved, version)) FROM moved), "
         "(SELECT location_code FROM pick){arrays}",
-        claims=IdempotencyRecord._meta.db_table, eligible=eligible_locations_sql(),
+        claims=sql.SQL(claim_batch_ctes()), eligible=eligible_locations_sql(),
         position=StockPosition._meta.db_table, sku=Sku._meta.db_table, movement=StockMovement._meta.db_table,
         reservations=Reservation._meta.db_table, columns=RESERVATION_COLUMNS,
         values=sql.SQL(", ".join(_RESERVATION_VALUES[c] for c in RESERVATION_COLUMNS)),
@@ -138,8 +130,8 @@ def _run(batch: list[Request]) -> None:
 
 def _keys(request: Request) -> set:
     """Twins of one Idempotency-Key, and two live reservations of one order_ref, are never combined."""
-    claim = request.claim
-    keys = {("claim", getattr(claim.api_key, "pk", None), claim.key)} if _unsettled(claim) else set()
+    claim = claim_to_insert(request.claim)
+    keys = {("claim", claim.identity)} if claim else set()
     return keys | ({("order_ref", request.order_ref)} if request.order_ref else set())
 
 
@@ -157,18 +149,15 @@ def _run_combined(batch: list[Request]) -> bool:
             created_by=request.created_by, request_key=request.request_key, created_at=now, updated_at=now)
         reservations.append(reservation)
     contexts = [reservation_context(reservation=r, context=q.context) for r, q in zip(reservations, batch, strict=True)]
-    claims = [q.claim.params() if _unsettled(q.claim) else {} for q in batch]
     channel = batch[0].channel
     params = {
         **parts.params, "code": batch[0].code, "channel": channel.pk if channel is not None else None, "now": now,
+        **claim_batch_params([q.claim for q in batch]),
         "type": MovementType.RESERVE, "sources": [c.source for c in contexts],
-        "claim_state": IdempotencyRecord.State.IN_FLIGHT,
         "quantities": [q.quantity for q in batch], "ids": [r.pk for r in reservations],
         "request_keys": [q.request_key for q in batch], "order_refs": [q.order_ref for q in batch],
         "ttls": [q.ttl for q in batch], "expires": [r.expires_at for r in reservations],
         "created_by": [r.created_by_id for r in reservations],
-        "claim_api_keys": [c.get("claim_api_key") for c in claims], "claim_keys": [c.get("claim_key") for c in claims],
-        "claim_fingerprints": [c.get("claim_fingerprint") for c in claims],
         "actors": [c.actor for c in contexts], "references": [c.reference for c in contexts],
         "metadata": [Jsonb(c.metadata) for c in contexts], "occurred": [c.occurred_at or now for c in contexts]}
     try:
@@ -200,11 +189,6 @@ def _run_combined(batch: list[Request]) -> bool:
                                    version=version) for pk, sku_id, location_id, on_hand, reserved, version in moved]
         parts.after_commit(positions, returned)
     return True
-
-
-def _unsettled(claim: PendingClaim | None) -> bool:
-    """A claim this batch must insert (one settled already is held by its request)."""
-    return claim is not None and claim.record_id is None
 
 
 _combiner = Combiner(_run)
