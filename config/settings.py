@@ -311,6 +311,10 @@ INGESTION_PARTITIONS = env.int("INGESTION_PARTITIONS", default=1)
 # Route partition p's drains to the Celery queue `ingestion-<p>` (workers subscribe with -Q), e.g.
 # to pin partitions to hosts; off: every drain on the default queue, any worker takes any.
 INGESTION_PARTITION_QUEUES = env.bool("INGESTION_PARTITION_QUEUES", default=False)
+# A running drain claims at most once per this many milliseconds while its batches come back
+# short of INGESTION_BATCH_SIZE: under a stream of single webhooks, batches of a few events each
+# paid a batch's fixed cost (about 10 statements) per few events. Full batches never wait.
+INGESTION_DRAIN_LINGER_MS = env.int("INGESTION_DRAIN_LINGER_MS", default=50)
 INGESTION_MAX_ATTEMPTS = env.int("INGESTION_MAX_ATTEMPTS", default=8)
 # Fetching what thin webhooks leave out (BigCommerce order products) runs in its own task, per
 # channel: a run starts no new request after this many seconds (one worker slot held at most

@@ -31,6 +31,11 @@ def batch_size() -> int:
     return getattr(settings, "INGESTION_BATCH_SIZE", 100)
 
 
+def drain_linger() -> float:
+    """Seconds between a running drain's claims while its batches are short (INGESTION_DRAIN_LINGER_MS)."""
+    return max(0, int(getattr(settings, "INGESTION_DRAIN_LINGER_MS", 50))) / 1000
+
+
 def max_attempts() -> int:
     return getattr(settings, "INGESTION_MAX_ATTEMPTS", 8)
 

@@ -14,12 +14,17 @@ def inbound_drain_task(partition: int | None = None) -> int:
     if partition is None:
         services.drain_enqueue()
         return 0
-    # The wake-up flag is cleared once this drain holds the partition, before it claims: an event
-    # committed after the claim re-queues a drain (no lost wake-up). A drain that finds the
-    # partition held leaves the flag set and retries shortly, so events arriving meanwhile queue
-    # no further drains (clearing it there let every busy retry spawn another chain of retries).
+    # The wake-up flag stays set while this drain runs (events arriving meanwhile queue no further
+    # drains) and is cleared when a claim first finds nothing, followed by one more claim: an
+    # event committed after that queues a new drain (no lost wake-up). A drain that finds the
+    # partition held leaves the flag set and retries shortly. A drain that fails clears it, so
+    # the next event queues a drain at once rather than after the flag's TTL.
     flag = services.drain_flag(partition)
-    return services.inbound_events_drain_partition(partition=partition, on_lock=lambda: cache.delete(flag)).claimed
+    try:
+        return services.inbound_events_drain_partition(partition=partition, on_idle=lambda: cache.delete(flag)).claimed
+    except Exception:
+        cache.delete(flag)
+        raise
 
 
 @shared_task(name="ingestion.fetch")

@@ -12,7 +12,13 @@ from django.db import connection, transaction
 
 from ingestion.drain import _partition_lock
 from ingestion.models import InboundEvent
-from ingestion.services import drain_flag, events_accept, inbound_events_drain, partition_for
+from ingestion.services import (
+    drain_flag,
+    events_accept,
+    inbound_events_drain,
+    inbound_events_drain_partition,
+    partition_for,
+)
 from ingestion.tasks import inbound_drain_task
 from inventory.services import stock_receive
 from tests.ingestion.conftest import post_webhook, shopify_headers
@@ -124,16 +130,57 @@ def test_a_drain_that_finds_its_partition_held_leaves_the_wake_up_flag_set(tee, 
 
 @pytest.mark.django_db(transaction=True)
 def test_an_event_received_when_the_flag_is_cleared_is_claimed_by_that_drain(tee, wh, settings):
-    """The drain decides what is due after it clears the wake-up flag: an event received at that
-    moment finds the flag cleared too late to be woken for (its drain is this one), so this
-    claim must take it. Fails if "now" is read before the flag is cleared."""
+    """The drain clears the wake-up flag when a claim first finds nothing, then claims once more:
+    an event received at that moment finds the flag cleared too late to be woken for (its drain
+    is this one), so that claim must take it. Fails if the claim after the clear is left out."""
     settings.INGESTION_PARTITIONS = 1
 
     def receive_one():  # as if a delivery committed just as the flag was cleared
         time.sleep(0.01)
         events_accept(events=[canonical("late-1", "TEE-M")])
 
-    result = inbound_events_drain(partition=0, on_lock=receive_one)
+    result = inbound_events_drain_partition(partition=0, on_idle=receive_one)
 
     assert result.claimed == 1
     assert InboundEvent.objects.get().status == "done"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_wake_up_flag_stays_set_while_the_drain_finds_events(tee, wh, settings):
+    """The flag is cleared only once a claim finds nothing: while a drain has events, deliveries
+    find the flag set and queue no further drains (each would find the partition held and retry
+    every 0.2 s). Fails if the flag is cleared when the drain starts."""
+    settings.INGESTION_PARTITIONS = 1
+    settings.INGESTION_BATCH_SIZE = 1
+    events_accept(events=[canonical(f"run-{i}", "TEE-M") for i in range(3)])
+    seen = []
+
+    def idle():
+        seen.append((cache.get(drain_flag(0)), InboundEvent.objects.filter(status="pending").count()))
+        cache.delete(drain_flag(0))
+
+    result = inbound_events_drain_partition(partition=0, on_idle=idle)
+
+    assert result.claimed == 3
+    assert seen == [(1, 0)]  # called once, after the last event, the flag still set until then
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_drain_that_fails_clears_its_wake_up_flag(tee, wh, settings, monkeypatch):
+    """A drain that raises leaves its events pending; the flag is cleared so that the next
+    delivery queues a drain at once instead of waiting out the flag's TTL."""
+    from ingestion import services
+
+    settings.INGESTION_PARTITIONS = 1
+    events_accept(events=[canonical("fail-1", "TEE-M")])
+    assert cache.get(drain_flag(0))
+
+    def broken(**_kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(services, "inbound_events_drain_partition", broken)
+    with pytest.raises(RuntimeError):
+        inbound_drain_task(0)
+
+    assert cache.get(drain_flag(0)) is None
+    assert InboundEvent.objects.get().status == "pending"

@@ -190,6 +190,16 @@ def _db_sessions() -> int:
         return int(cursor.fetchone()[0])
 
 
+def _children_of(parent: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent:
+                pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
 @dataclass
 class Scenario:
     """One path: a Lua body for wrk (functions `request`, maybe `init`) and the same requests for
@@ -697,13 +707,7 @@ class Command(BaseCommand):
 
     def _web_workers(self) -> list[int]:
         """The gunicorn worker processes (children of the master)."""
-        pids = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == self.web.pid:
-                    pids.append(int(stat.parent.name))
-        return sorted(pids)
+        return _children_of(self.web.pid)
 
     # ------------------------------------------------------------------ profile
 
@@ -716,21 +720,30 @@ class Command(BaseCommand):
         if scenario.prepare is not None:
             scenario.prepare(prefix, duration + 4)
         recorders = []
-        for pid in self._web_workers():
-            out = self.work / f"profile-{scenario.name}-{pid}.txt"
-            recorders.append((out, subprocess.Popen(  # noqa: S603
-                [spy, "record", "-p", str(pid), "-d", str(int(duration)), "-f", "raw", "-o", str(out), "--nonblocking",
-                 "--gil"],  # only the thread holding the GIL: where the Python CPU goes
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        # The web workers and, when it runs, the Celery worker's pool processes (the drain of the
+        # webhooks a path posts), each group summarised on its own.
+        worker = self.roots.get("worker")
+        groups = {"web": self._web_workers(), "worker": [worker, *_children_of(worker)] if worker else []}
+        for group, pids in groups.items():
+            for pid in pids:
+                out = self.work / f"profile-{scenario.name}-{group}-{pid}.txt"
+                recorders.append((group, out, subprocess.Popen(  # noqa: S603
+                    [spy, "record", "-p", str(pid), "-d", str(int(duration)), "-f", "raw", "-o", str(out),
+                     "--nonblocking", "--gil"],  # only the thread holding the GIL: where the Python CPU goes
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
         time.sleep(0.5)
         if self.wrk:
             result = self._wrk(scenario, prefix, duration + 2)
         else:
             result = self._python_client(scenario, prefix, duration)
-        for _out, proc in recorders:
+        for _group, _out, proc in recorders:
             proc.wait(timeout=60)
-        self.stdout.write(f"\nprofile of {scenario.name} ({result.rps:.0f} req/s under py-spy):")
-        self._profile_summary([out for out, _ in recorders if out.exists()])
+        for group in groups:
+            files = [out for g, out, _ in recorders if g == group and out.exists()]
+            if files:
+                self.stdout.write(f"\nprofile of {scenario.name}, {group} processes "
+                                  f"({result.rps:.0f} req/s under py-spy):")
+                self._profile_summary(files)
 
     def _profile_summary(self, files: list[Path], top: int = 40) -> None:
         """Inclusive share of samples per function (each function once per stack)."""
