@@ -315,6 +315,9 @@ INGESTION_PARTITION_QUEUES = env.bool("INGESTION_PARTITION_QUEUES", default=Fals
 # short of INGESTION_BATCH_SIZE: under a stream of single webhooks, batches of a few events each
 # paid a batch's fixed cost (about 10 statements) per few events. Full batches never wait.
 INGESTION_DRAIN_LINGER_MS = env.int("INGESTION_DRAIN_LINGER_MS", default=50)
+# The drain keeps each batch's channels (their mapping, settings, authoritative locations) in the
+# process this many seconds; a change saved in that process applies at once, elsewhere within it.
+DRAIN_CHANNEL_CACHE_SECONDS = env.float("DRAIN_CHANNEL_CACHE_SECONDS", default=5.0)
 INGESTION_MAX_ATTEMPTS = env.int("INGESTION_MAX_ATTEMPTS", default=8)
 # Fetching what thin webhooks leave out (BigCommerce order products) runs in its own task, per
 # channel: a run starts no new request after this many seconds (one worker slot held at most

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
+from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models import F, Q, Sum
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
 from channels.models import Channel, ChannelSkuState
@@ -78,6 +81,40 @@ class _Regroup(Exception):  # noqa: N818 - control flow: apply an order's group 
     pass
 
 
+# The batch's channels with their authoritative locations, kept in the process for
+# DRAIN_CHANNEL_CACHE_SECONDS (default 5): the two queries were a seventh of a small batch's CPU.
+# A change saved in this process (admin, API, services, tests) forgets them at once; a drain in
+# another process applies a changed mapping (default location, settings, authoritative
+# locations) within that window (docs/ingestion.md). Channels are read, never changed, here.
+_channels: dict[int, tuple[float, Channel]] = {}
+_CHANNELS_MAX = 1024
+
+
+def batch_channels(ids: set[int]) -> dict[int, Channel]:
+    ttl = float(getattr(settings, "DRAIN_CHANNEL_CACHE_SECONDS", 5.0))
+    now = time.monotonic()
+    found = {pk: hit[1] for pk in ids if (hit := _channels.get(pk)) is not None and now - hit[0] < ttl}
+    missing = ids - found.keys()
+    if missing:
+        if len(_channels) >= _CHANNELS_MAX:
+            _channels.clear()
+        for channel in Channel.objects.filter(pk__in=missing).prefetch_related("authoritative_locations"):
+            found[channel.pk] = channel
+            if ttl > 0:
+                _channels[channel.pk] = (now, channel)
+    return found
+
+
+def _channels_forget(**_kwargs: object) -> None:
+    _channels.clear()
+
+
+post_save.connect(_channels_forget, sender=Channel, dispatch_uid="ingestion.drain_channels_forget")
+post_delete.connect(_channels_forget, sender=Channel, dispatch_uid="ingestion.drain_channels_forget_delete")
+m2m_changed.connect(_channels_forget, sender=Channel.authoritative_locations.through,
+                    dispatch_uid="ingestion.drain_channels_forget_locations")
+
+
 class BatchProcessor:
     """Applies the claimed events of one drain transaction; see the module docstring."""
 
@@ -105,9 +142,7 @@ class BatchProcessor:
 
     def run(self) -> dict[int, EventResult]:
         assert transaction.get_connection().in_atomic_block, "the drain holds the batch in one transaction"
-        channel_ids = {e.channel_id for e in self.events if e.channel_id}
-        channels = {c.pk: c for c in Channel.objects.filter(pk__in=channel_ids).prefetch_related(
-            "authoritative_locations")}
+        channels = batch_channels({e.channel_id for e in self.events if e.channel_id})
         plans, failed = plans_make(self.events, channels)
         self.results.update(failed)
 

@@ -327,3 +327,38 @@ def test_webhook_kind_with_plain_secret_uses_utf8_bytes(client, make_channel, te
     assert WEBHOOK_SECRET.startswith("whsec_")
     drain_all()
     assert on_hand(tee, Channel.objects.get(slug="wms").default_location) == 3
+
+
+def test_a_channel_made_authoritative_here_counts_from_the_next_drain(client, shopify, tee, wh):
+    """The drain keeps a batch's channels in the process for a few seconds (DRAIN_CHANNEL_CACHE_SECONDS);
+    a change saved in this process reaches the next batch at once. Fails if the cache does not
+    forget on the authoritative locations' change (the second level would be drift too)."""
+    listing(shopify, tee, "808950810")
+    stock_receive(sku=tee, location=wh, quantity=10)
+    level_update(client, 4, updated_at="2024-05-01T10:00:00Z")
+    drain_all()  # not authoritative: drift, and the channel is now kept
+    assert on_hand(tee, wh) == 10
+
+    shopify.authoritative_locations.add(wh)
+    level_update(client, 6, updated_at="2024-05-01T11:00:00Z")
+    drain_all()
+
+    assert on_hand(tee, wh) == 6
+
+
+def test_a_channel_saved_here_reaches_the_next_drain(client, shopify, tee, wh):
+    """Fails if saving a channel does not forget the drain's copy (the settings' location
+    mapping below would still be the old one)."""
+    listing(shopify, tee, "808950810")
+    shopify.authoritative_locations.add(wh)
+    stock_receive(sku=tee, location=wh, quantity=10)
+    level_update(client, 4, location_id="111", updated_at="2024-05-01T10:00:00Z")
+    drain_all()  # location 111 is not mapped: nothing applied
+    assert on_hand(tee, wh) == 10
+
+    shopify.settings = {**shopify.settings, "location_id": "111"}
+    shopify.save()
+    level_update(client, 6, location_id="111", updated_at="2024-05-01T11:00:00Z")
+    drain_all()
+
+    assert on_hand(tee, wh) == 6
