@@ -150,7 +150,7 @@ def _drain(channel_id: int, lock, report: PushReport, deadline: float, *, fence:
 
 _CLAIM_SQL = """
     WITH due AS (
-        SELECT d.id, d.sku_id, d.generation, d.attempts, d.force, d.first_error, d.first_failed_at
+        SELECT d.id, d.sku_id, d.generation, d.attempts, d.force, d.first_error, d.first_failed_at, d.next_attempt_at
         FROM {pair} d
         WHERE d.channel_id = %(channel)s AND d.next_attempt_at <= %(now)s
         ORDER BY d.next_attempt_at, d.id
@@ -164,6 +164,7 @@ _CLAIM_SQL = """
     JOIN {sku} s ON s.id = due.sku_id
     LEFT JOIN {state} st ON st.channel_id = %(channel)s AND st.sku_id = due.sku_id
     LEFT JOIN {listing} li ON li.channel_id = %(channel)s AND li.sku_id = due.sku_id
+    ORDER BY due.next_attempt_at, due.id  -- the oldest mark first: the joins above need not keep the order of due
 """  # noqa: S608 - a template for core.sql.sql_compose: {names} are quoted identifiers, values parameters
 
 
