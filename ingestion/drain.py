@@ -17,7 +17,6 @@ from django.db.models import Count
 from django.utils import timezone
 from psycopg import sql
 
-from channels.adapters import ADAPTERS
 from channels.models import Channel
 from core.errors import DomainError
 from core.jsonsafe import json_replace_nul, text_clean
@@ -35,6 +34,7 @@ from ingestion.scheduling import (
     fetch_kick_now,
     max_attempts,
     retry_delay,
+    thin_webhook_kinds,
     worker_name,
 )
 
@@ -184,7 +184,7 @@ def _claim_sql(*, by_partition: bool) -> str:
     in its batch, so a slow marketplace delays nobody else's events."""
     table = InboundEvent._meta.db_table
     columns = [f.column for f in InboundEvent._meta.concrete_fields if f.name not in ("body", "headers")]
-    thin_kinds = sorted(kind for kind, adapter in ADAPTERS.items() if hasattr(adapter, "needs_fetch"))
+    thin_kinds = thin_webhook_kinds()
     waiting = sql.SQL("e.source = {webhook} AND e.fetched IS NULL AND EXISTS (SELECT 1 FROM {channels} c "
                       "WHERE c.id = e.channel_id AND c.kind IN ({kinds}))").format(
         webhook=sql.Literal(InboundEvent.Source.WEBHOOK.value), channels=sql.Identifier(Channel._meta.db_table),

@@ -138,9 +138,14 @@ def fetch_timeout() -> float:
     return float(getattr(settings, "INGESTION_FETCH_TIMEOUT_SECONDS", 5.0))
 
 
+def thin_webhook_kinds() -> list[str]:
+    """Channel kinds whose webhooks are thin: their data is fetched before the drain applies them."""
+    return sorted(kind for kind, adapter in ADAPTERS.items() if hasattr(adapter, "needs_fetch"))
+
+
 def awaiting_fetch() -> Q:
     """Webhook events of channels whose payloads are thin (BigCommerce) whose data is not fetched yet."""
-    kinds = sorted(kind for kind, adapter in ADAPTERS.items() if hasattr(adapter, "needs_fetch"))
+    kinds = thin_webhook_kinds()
     return Q(source=InboundEvent.Source.WEBHOOK, fetched__isnull=True, channel__kind__in=kinds)
 
 

@@ -3,10 +3,6 @@ canonical events API (DRF, API keys)."""
 
 from __future__ import annotations
 
-import time
-
-from django.conf import settings
-from django.db.models.signals import post_delete, post_save
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
@@ -28,6 +24,7 @@ from core.pagination import PageNumberPagination
 from core.parsing import MAX_BIGINT, ascii_int
 from core.schema import error_responses
 from ingestion import selectors, services
+from ingestion.kept_channels import KeptChannels
 from ingestion.models import InboundEvent
 from ingestion.serializers import (
     EventBatchResultSerializer,
@@ -114,36 +111,20 @@ def _read_at_most(stream, size: int) -> bytes:
     return b"".join(parts)
 
 
-# The channels webhooks name, kept in the process for WEBHOOK_CHANNEL_CACHE_SECONDS (default 5):
+# The channel a webhook names, kept in the process for WEBHOOK_CHANNEL_CACHE_SECONDS (default 5):
 # the lookup (a wide row: credentials, settings, health) was 40% of an ack's CPU. A change saved
-# here (admin, API, services) forgets the cache at once; another process sees a changed secret
-# or a deactivation within that window (docs/performance.md). Only found channels are kept.
-_channels: dict[str, tuple[float, Channel]] = {}
-_CHANNELS_MAX = 1024
+# here (admin, API, services) forgets it at once; another process sees a changed secret or a
+# deactivation within that window (docs/performance.md, ingestion.kept_channels).
+_channels = KeptChannels("WEBHOOK_CHANNEL_CACHE_SECONDS")
 
 
 def _channel_for_webhook(slug: str) -> Channel | None:
-    ttl = float(getattr(settings, "WEBHOOK_CHANNEL_CACHE_SECONDS", 5.0))
-    now = time.monotonic()
-    hit = _channels.get(slug)
-    if hit is not None and now - hit[0] < ttl:
-        return hit[1]
-    channel = selectors.channel_for_webhook(slug=slug)
+    channel = _channels.get(slug)
     if channel is None:
-        _channels.pop(slug, None)
-    elif ttl > 0:
-        if len(_channels) >= _CHANNELS_MAX:
-            _channels.clear()
-        _channels[slug] = (now, channel)
+        channel = selectors.channel_for_webhook(slug=slug)
+        if channel is not None:
+            _channels.put(slug, channel)
     return channel
-
-
-def _channels_forget(**_kwargs) -> None:
-    _channels.clear()
-
-
-post_save.connect(_channels_forget, sender=Channel, dispatch_uid="ingestion.webhook_channels_forget")
-post_delete.connect(_channels_forget, sender=Channel, dispatch_uid="ingestion.webhook_channels_forget_delete")
 
 
 @csrf_exempt

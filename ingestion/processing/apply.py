@@ -26,20 +26,18 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
-from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models import F, Q, Sum
-from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
 from channels.models import Channel, ChannelSkuState
 from core.errors import DomainError
 from core.sql import sql_columns, sql_compose, sql_json_param, sql_json_rows
+from ingestion.kept_channels import KeptChannels
 from ingestion.models import InboundEvent, IngestedOrderLine, LevelDrift, LevelWatermark, OversellIncident
 from ingestion.processing.plan import EventResult, Line, Plan, Transient, plans_make
 from inventory.batch import MovementBatch
@@ -83,36 +81,20 @@ class _Regroup(Exception):  # noqa: N818 - control flow: apply an order's group 
 
 # The batch's channels with their authoritative locations, kept in the process for
 # DRAIN_CHANNEL_CACHE_SECONDS (default 5): the two queries were a seventh of a small batch's CPU.
-# A change saved in this process (admin, API, services, tests) forgets them at once; a drain in
-# another process applies a changed mapping (default location, settings, authoritative
-# locations) within that window (docs/ingestion.md). Channels are read, never changed, here.
-_channels: dict[int, tuple[float, Channel]] = {}
-_CHANNELS_MAX = 1024
+# A change saved in this process forgets them at once; a drain in another process applies a
+# changed mapping (default location, settings, authoritative locations) within that window
+# (docs/ingestion.md, ingestion.kept_channels).
+_channels = KeptChannels("DRAIN_CHANNEL_CACHE_SECONDS")
 
 
 def batch_channels(ids: set[int]) -> dict[int, Channel]:
-    ttl = float(getattr(settings, "DRAIN_CHANNEL_CACHE_SECONDS", 5.0))
-    now = time.monotonic()
-    found = {pk: hit[1] for pk in ids if (hit := _channels.get(pk)) is not None and now - hit[0] < ttl}
+    found = {pk: channel for pk in ids if (channel := _channels.get(pk)) is not None}
     missing = ids - found.keys()
     if missing:
-        if len(_channels) >= _CHANNELS_MAX:
-            _channels.clear()
         for channel in Channel.objects.filter(pk__in=missing).prefetch_related("authoritative_locations"):
             found[channel.pk] = channel
-            if ttl > 0:
-                _channels[channel.pk] = (now, channel)
+            _channels.put(channel.pk, channel)
     return found
-
-
-def _channels_forget(**_kwargs: object) -> None:
-    _channels.clear()
-
-
-post_save.connect(_channels_forget, sender=Channel, dispatch_uid="ingestion.drain_channels_forget")
-post_delete.connect(_channels_forget, sender=Channel, dispatch_uid="ingestion.drain_channels_forget_delete")
-m2m_changed.connect(_channels_forget, sender=Channel.authoritative_locations.through,
-                    dispatch_uid="ingestion.drain_channels_forget_locations")
 
 
 class BatchProcessor:
