@@ -215,8 +215,8 @@ STOCK_SALE_ONE_STATEMENT = env.bool("STOCK_SALE_ONE_STATEMENT", default=True)
 STOCK_SALE_GROUP_COMMIT = env.bool("STOCK_SALE_GROUP_COMMIT", default=True)
 # Likewise a checkout reservation held whole at the first eligible location (reservations.create_statement).
 RESERVATION_ONE_STATEMENT = env.bool("RESERVATION_ONE_STATEMENT", default=True)
-# Single-line checkouts of one SKU waiting in one web process at the same time are made by one
-# statement (reservations.group_commit): one lock and one commit for the lot, each still all or nothing.
+# Single-line checkouts on one channel (any SKUs) waiting in one web process at the same time are made
+# by one statement (reservations.group_commit): one commit for the lot, each still all or nothing.
 RESERVATION_GROUP_COMMIT = env.bool("RESERVATION_GROUP_COMMIT", default=True)
 # The reservation statement runs with a generic (reused) plan where statements are prepared (inventory.one_statement).
 ONE_STATEMENT_GENERIC_PLAN = env.bool("ONE_STATEMENT_GENERIC_PLAN", default=True)

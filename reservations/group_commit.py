@@ -1,20 +1,22 @@
-"""Group commit for checkouts of one hot SKU (setting RESERVATION_GROUP_COMMIT; docs/performance.md).
+"""Group commit for one-line checkouts (setting RESERVATION_GROUP_COMMIT; docs/performance.md).
 
 In a flash sale every checkout reserves the same SKU, and each one-statement reservation
 (reservations.create_statement) waits for the previous one's row lock and commit: the position's
-row is the queue. Here, single-line reservations of one SKU (and one channel) that arrive while
-such a reservation is running in this process wait for it, then run together as ONE statement:
-their Idempotency-Key claims inserted first (one INSERT), the position locked once, a running sum
-over the requests in arrival order accepting the prefix that fits, one UPDATE of the position,
-and per accepted request its own ledger row (with its own reserved_after), reservation and line.
+row is the queue. Here, single-line reservations on one channel that arrive while such a
+reservation is running in this process wait for it, then run together as ONE statement: their
+Idempotency-Key claims inserted first (one INSERT), the positions locked in primary-key order
+(one per SKU), per SKU a running sum over its requests in arrival order accepting the prefix that
+fits, one UPDATE of the positions, and per accepted request its own ledger row (with its own
+reserved_after), reservation and line. Checkouts of different SKUs share the statement and its
+commit too (session 10: spread checkouts paid a transaction each).
 
 Each request is still all or nothing, and the outcome is the one the same requests would have
-had one after another: a request that does not fit (and every one after it) holds nothing here
-and takes its own path, as a refused one-statement reservation does (its claim, if inserted here,
-is its own). A batch of one runs the one-statement reservation itself. If the combined statement
-fails as a whole (a live order_ref taken, say), every request runs on its own, as if never
-combined. Requests of different SKUs are never combined: one statement locks one position, so
-the global lock order is kept.
+had one after another: a request that does not fit (and every later one for its SKU) holds
+nothing here and takes its own path, as a refused one-statement reservation does (its claim, if
+inserted here, is its own). A batch of one runs the one-statement reservation itself. If the
+combined statement fails as a whole (a live order_ref taken, say), every request runs on its
+own, as if never combined. Positions are locked in primary-key order, the global lock order, and
+only after every claim is inserted (claims in key order).
 
 The waiting and the hand-over of the lead are core.combine's.
 """
@@ -57,43 +59,51 @@ def _batch_sql() -> str:
     parts = reactions()
     assert parts is not None
     return compact(sql_compose(
-        "WITH req AS (SELECT * FROM unnest(%(quantities)s::bigint[], %(ids)s::uuid[], %(request_keys)s::text[], "
-        "%(order_refs)s::text[], %(ttls)s::integer[], %(expires)s::timestamptz[], %(created_by)s::bigint[], "
-        "%(claim_api_keys)s::bigint[], %(claim_keys)s::text[], %(claim_fingerprints)s::text[], %(actors)s::text[], "
-        "%(references)s::text[], %(metadata)s::jsonb[], %(sources)s::text[], %(occurred)s::timestamptz[]) "
-        "WITH ORDINALITY AS r(quantity, id, request_key, order_ref, ttl, expires_at, created_by, claim_api_key, "
+        "WITH req AS (SELECT * FROM unnest(%(codes)s::text[], %(quantities)s::bigint[], %(ids)s::uuid[], "
+        "%(request_keys)s::text[], %(order_refs)s::text[], %(ttls)s::integer[], %(expires)s::timestamptz[], "
+        "%(created_by)s::bigint[], %(claim_api_keys)s::bigint[], %(claim_keys)s::text[], "
+        "%(claim_fingerprints)s::text[], %(actors)s::text[], %(references)s::text[], %(metadata)s::jsonb[], "
+        "%(sources)s::text[], %(occurred)s::timestamptz[]) "
+        "WITH ORDINALITY AS r(code, quantity, id, request_key, order_ref, ttl, expires_at, created_by, claim_api_key, "
         "claim_key, claim_fingerprint, actor, reference, metadata, source, occurred_at, n)), "
         # The claims, every one of them before any row is locked (`pick` counts them all).
         "{claims}, eligible AS ({eligible}), "
-        # The first eligible location with any units, as the one-statement reservation picks it.
-        "pick AS (SELECT p.id, e.code AS location_code FROM {position} p JOIN eligible e ON e.id = p.location_id "
-        "JOIN {sku} s ON s.id = p.sku_id WHERE s.code = %(code)s AND s.active AND NOT s.is_bundle "
-        "AND p.on_hand - p.reserved > 0 AND (SELECT count(*) FROM claim) >= 0 AND EXISTS (SELECT 1 FROM gated) "
-        "ORDER BY e.priority, e.code LIMIT 1), "
+        # Per SKU, the first eligible location with any units, as the one-statement reservation picks it.
+        "pick AS (SELECT s.code, pk.id, pk.location_code FROM (SELECT DISTINCT code FROM gated) w "
+        "JOIN {sku} s ON s.code = w.code AND s.active AND NOT s.is_bundle CROSS JOIN LATERAL "
+        "(SELECT p.id, e.code AS location_code FROM {position} p JOIN eligible e ON e.id = p.location_id "
+        "WHERE p.sku_id = s.id AND p.on_hand - p.reserved > 0 ORDER BY e.priority, e.code LIMIT 1) pk "
+        "WHERE (SELECT count(*) FROM claim) >= 0), "
+        # Locked in primary-key order (the one global lock order), before any is changed.
         "locked AS (SELECT p.id, p.on_hand - p.reserved AS free FROM {position} p JOIN pick ON pick.id = p.id "
-        "FOR UPDATE OF p), "
-        # Arrival order; the prefix that fits, as one-by-one statements would have held it.
-        "accepted AS (SELECT g.*, sum(g.quantity) OVER (ORDER BY g.n) AS upto FROM gated g), "
-        "fits AS (SELECT a.* FROM accepted a, locked WHERE a.upto <= locked.free), "
-        "total AS (SELECT sum(quantity) AS quantity, count(*) AS holds FROM fits), "
+        "ORDER BY p.id FOR UPDATE OF p), "
+        # Arrival order per SKU; for each, the prefix that fits, as one-by-one statements would have held it.
+        "accepted AS (SELECT g.*, pick.id AS position_id, pick.location_code, "
+        "sum(g.quantity) OVER (PARTITION BY g.code ORDER BY g.n) AS upto "
+        "FROM gated g JOIN pick ON pick.code = g.code), "
+        "fits AS (SELECT a.* FROM accepted a JOIN locked ON locked.id = a.position_id WHERE a.upto <= locked.free), "
+        "total AS (SELECT position_id, sum(quantity) AS quantity, count(*) AS holds FROM fits GROUP BY position_id), "
         "moved AS (UPDATE {position} p SET reserved = p.reserved + total.quantity, version = p.version + total.holds, "
-        "updated_at = %(now)s FROM locked, total WHERE p.id = locked.id AND total.holds > 0 "
-        "AND p.on_hand - p.reserved >= total.quantity "
+        "updated_at = %(now)s FROM total WHERE p.id = total.position_id AND p.on_hand - p.reserved >= total.quantity "
         "RETURNING p.id, p.sku_id, p.location_id, p.on_hand, p.reserved, p.version, total.quantity AS total), "
+        "held AS (SELECT a.*, m.sku_id, m.location_id, m.on_hand, m.reserved - m.total + a.upto AS reserved_after, "
+        "m.id AS moved_id FROM fits a JOIN moved m ON m.id = a.position_id), "
         "ledger AS (INSERT INTO {movement} (position_id, sku_id, location_id, type, on_hand_delta, reserved_delta, "
         "on_hand_after, reserved_after, source, reference, event_key, actor, occurred_at, recorded_at, metadata, "
-        "reservation_id) SELECT m.id, m.sku_id, m.location_id, %(type)s, 0, a.quantity, m.on_hand, "
-        "m.reserved - m.total + a.upto, a.source, a.reference, NULL, a.actor, a.occurred_at, %(now)s, a.metadata, a.id "
-        "FROM fits a CROSS JOIN moved m ORDER BY a.n RETURNING id), "
-        "reservation AS (INSERT INTO {reservations} ({columns}) SELECT {values} FROM fits a CROSS JOIN moved m), "
+        "reservation_id) SELECT a.moved_id, a.sku_id, a.location_id, %(type)s, 0, a.quantity, a.on_hand, "
+        "a.reserved_after, a.source, a.reference, NULL, a.actor, a.occurred_at, %(now)s, a.metadata, a.id "
+        "FROM held a ORDER BY a.n RETURNING id), "
+        "reservation AS (INSERT INTO {reservations} ({columns}) SELECT {values} FROM held a), "
         "lines AS (INSERT INTO {lines} (reservation_id, sku_id, location_id, quantity, committed) "
-        "SELECT a.id, m.sku_id, m.location_id, a.quantity, 0 FROM fits a CROSS JOIN moved m ORDER BY a.n "
+        "SELECT a.id, a.sku_id, a.location_id, a.quantity, 0 FROM held a ORDER BY a.n "
         "RETURNING id, reservation_id), "
         "changed AS (SELECT sku_id, location_id FROM moved){ctes} "
-        "SELECT (SELECT json_agg(json_build_array(r.n, g.claim_id, l.id) ORDER BY r.n) FROM req r "
-        "LEFT JOIN gated g ON g.n = r.n LEFT JOIN lines l ON l.reservation_id = r.id), "
-        "(SELECT json_agg(json_build_array(id, sku_id, location_id, on_hand, reserved, version)) FROM moved), "
-        "(SELECT location_code FROM pick){arrays}",
+        # Per request: its claim's id (inserted, held or not) and, when held, its line, SKU and location.
+        "SELECT (SELECT json_agg(json_build_array(r.n, g.claim_id, l.id, h.sku_id, h.location_id, h.location_code) "
+        "ORDER BY r.n) FROM req r LEFT JOIN gated g ON g.n = r.n LEFT JOIN lines l ON l.reservation_id = r.id "
+        "LEFT JOIN held h ON h.n = r.n), "
+        "(SELECT json_agg(json_build_array(id, sku_id, location_id, on_hand, reserved, version)) FROM moved)"
+        "{arrays}",
         claims=sql.SQL(claim_batch_ctes()), eligible=eligible_locations_sql(),
         position=StockPosition._meta.db_table, sku=Sku._meta.db_table, movement=StockMovement._meta.db_table,
         reservations=Reservation._meta.db_table, columns=RESERVATION_COLUMNS,
@@ -116,8 +126,8 @@ class Request(Waiting):
 
 def reservation_create_combined(request: Request) -> tuple[Reservation, list[ReservationLine]] | None:
     """What reservation_create_in_one_statement answers for this one-line request, run together
-    with the requests for the same SKU and channel that wait at the same time (module docstring)."""
-    key = (request.code, request.channel.pk if request.channel is not None else None)
+    with the one-line requests of the same channel that wait at the same time (module docstring)."""
+    key = request.channel.pk if request.channel is not None else None
     return _combiner.submit(key, request)
 
 
@@ -151,7 +161,8 @@ def _run_combined(batch: list[Request]) -> bool:
     contexts = [reservation_context(reservation=r, context=q.context) for r, q in zip(reservations, batch, strict=True)]
     channel = batch[0].channel
     params = {
-        **parts.params, "code": batch[0].code, "channel": channel.pk if channel is not None else None, "now": now,
+        **parts.params, "codes": [q.code for q in batch], "channel": channel.pk if channel is not None else None,
+        "now": now,
         **claim_batch_params([q.claim for q in batch]),
         "type": MovementType.RESERVE, "sources": [c.source for c in contexts],
         "quantities": [q.quantity for q in batch], "ids": [r.pk for r in reservations],
@@ -166,18 +177,18 @@ def _run_combined(batch: list[Request]) -> bool:
         RESERVATION_GROUPS.labels(result="failed").inc()
         return False
     assert row is not None  # the combined statement never refuses as a whole
-    per_request, moved, location_code, *returned = row
-    for (_n, claim_id, _line_id), request in zip(per_request, batch, strict=True):
+    per_request, moved, *returned = row
+    for (_n, claim_id, *_held), request in zip(per_request, batch, strict=True):
         if request.claim is not None and claim_id is not None:
             request.claim.record_id = claim_id  # its own claim, held or not: before anything can fail
     RESERVATION_GROUPS.labels(result="committed").inc()
-    for (_n, _claim_id, line_id), request, reservation in zip(per_request, batch, reservations, strict=True):
+    for (_n, _claim_id, line_id, sku_id, location_id, location_code), request, reservation in zip(
+            per_request, batch, reservations, strict=True):
         if line_id is None:
             request.outcome = None  # did not fit (or its key was taken): its own path decides
             RESERVATION_GROUPED.labels(outcome="own_path").inc()
             continue
         RESERVATION_GROUPED.labels(outcome="held").inc()
-        pk, sku_id, location_id = moved[0][:3]
         line = ReservationLine(pk=line_id, reservation=reservation, sku=Sku(pk=sku_id, code=request.code),
                                location=Location(pk=location_id, code=location_code), quantity=request.quantity,
                                committed=0)

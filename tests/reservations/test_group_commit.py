@@ -78,6 +78,32 @@ def test_the_prefix_that_fits_is_held_in_arrival_order(hot):
 
 
 @pytest.mark.django_db
+def test_checkouts_of_different_skus_share_one_statement_each_sku_its_own_prefix(hot):
+    SkuFactory(code="COLD")
+    stock.stock_receive(sku="COLD", location="store", quantity=4)  # only at the second location
+    asked = [(hot, 3), ("COLD", 2), (hot, 8), ("COLD", 1), (hot, 1), ("NOPE", 1), ("COLD", 2)]
+    batch = [_request(code, q, claim=_claim(f"m{n}")) for n, (code, q) in enumerate(asked)]
+    groups = RESERVATION_GROUPS.labels(result="committed")._value.get()
+
+    _run(batch)
+
+    assert RESERVATION_GROUPS.labels(result="committed")._value.get() == groups + 1  # one statement for all
+    # Per SKU, the prefix that fits: HOT 3 fits wh's 10, 3 + 8 does not, nor does anything after it
+    # for HOT; COLD 2 + 1 fit the store's 4, 2 + 1 + 2 does not. One after another, the same holds.
+    assert [_held(r) for r in batch] == [True, True, False, True, False, False, False]
+    lines = [(line.sku.code, line.location.code, line.quantity) for r in batch if _held(r) for line in r.outcome[1]]
+    assert lines == [(hot, "wh", 3), ("COLD", "store", 2), ("COLD", "store", 1)]
+    cold = StockPosition.objects.get(sku__code="COLD", location__code="store")
+    wh = StockPosition.objects.get(sku__code=hot, location__code="wh")
+    assert (wh.reserved, wh.version, cold.reserved, cold.version) == (3, 2, 3, 3)
+    rows = StockMovement.objects.filter(type="reserve").order_by("id")
+    assert [(m.sku.code, m.reserved_delta, m.reserved_after) for m in rows] == [
+        (hot, 3, 3), ("COLD", 2, 2), ("COLD", 1, 3)]  # arrival order, each with the position after it
+    assert all(r.claim.record_id is not None for r in batch)
+    assert stock_selectors.ledger_drift() == []
+
+
+@pytest.mark.django_db
 def test_a_taken_key_holds_nothing_and_twins_are_not_combined(hot):
     taken = _claim("taken")
     IdempotencyRecord.objects.create(api_key=taken.api_key, key="taken", fingerprint="fp-taken", state="in_flight")
@@ -125,21 +151,26 @@ def test_a_live_order_ref_taken_runs_each_alone(hot):
 @pytest.mark.django_db(transaction=True)
 def test_combined_statements_racing_each_other_never_oversell():
     LocationFactory(code="wh")
-    SkuFactory(code="RACE")
-    stock.stock_receive(sku="RACE", location="wh", quantity=50)
+    codes = ["RACE-A", "RACE-B", "RACE-C"]
+    for code in codes:
+        SkuFactory(code=code)
+        stock.stock_receive(sku=code, location="wh", quantity=17)
 
     failed_before = RESERVATION_GROUPS.labels(result="failed")._value.get()
-    # 12 combiners at once (as 12 web processes would), 8 checkouts each: 96 units asked, 50 there.
-    outcomes = run_concurrently(lambda: _run(batch := [_request("RACE", 1) for _ in range(8)]) or batch,
-                                [()] * 12)
+    # 12 combiners at once (as 12 web processes would), 8 checkouts each over three SKUs: 96 units
+    # asked, 51 there; each batch locks its SKUs' positions in primary-key order, so none deadlock.
+    outcomes = run_concurrently(
+        lambda: _run(batch := [_request(codes[n % 3], 1) for n in range(8)]) or batch, [()] * 12)
 
     errors = [o for o in outcomes if isinstance(o, Exception)]
     assert not errors, errors
     # none failed as a whole (with the lock and the re-check out, the CHECK constraint refuses them)
     assert RESERVATION_GROUPS.labels(result="failed")._value.get() == failed_before
-    held = sum(1 for batch in outcomes for r in batch if r.outcome is not None and not isinstance(r.outcome, Exception))
-    position = StockPosition.objects.get(sku__code="RACE")
-    assert position.reserved == held <= 50
-    assert held == StockMovement.objects.filter(sku__code="RACE", type="reserve").aggregate(
-        n=Sum("reserved_delta"))["n"]
+    held = [line.sku.code for batch in outcomes for r in batch
+            if r.outcome is not None and not isinstance(r.outcome, Exception) for line in r.outcome[1]]
+    for code in codes:
+        position = StockPosition.objects.get(sku__code=code)
+        assert position.reserved == held.count(code) <= 17
+        assert held.count(code) == StockMovement.objects.filter(sku__code=code, type="reserve").aggregate(
+            n=Sum("reserved_delta"))["n"]
     assert stock_selectors.ledger_drift() == []
