@@ -55,9 +55,14 @@ def _stock_sql(one: bool) -> str:
     # array, a custom plan (made for the one element it sees) always looks cheaper than the
     # generic one (which assumes ten), so every read was planned anew (pg_prepared_statements:
     # 0 generic, 3,045 custom), a share of the read's database CPU.
+    # Each SKU's positions through its index (the LATERAL subquery, kept apart by OFFSET 0): as a
+    # plain join, the plan for several codes hashed the SKUs and read every position (a sequential
+    # scan of 1,112 rows per read of 10 SKUs in the benchmark; database CPU per read 0.18-0.20 ->
+    # 0.11-0.12 ms in-process, docs/performance.md, session 10).
     return sql_compose(
-        "SELECT s.code, l.code, p.on_hand, p.reserved, p.version, s.is_bundle, s.id FROM {sku} s "
-        "LEFT JOIN {position} p ON p.sku_id = s.id LEFT JOIN {location} l ON l.id = p.location_id WHERE {match}",
+        "SELECT s.code, x.code, x.on_hand, x.reserved, x.version, s.is_bundle, s.id FROM {sku} s "
+        "LEFT JOIN LATERAL (SELECT l.code, p.on_hand, p.reserved, p.version FROM {position} p "
+        "JOIN {location} l ON l.id = p.location_id WHERE p.sku_id = s.id OFFSET 0) x ON true WHERE {match}",
         sku=Sku._meta.db_table, position=StockPosition._meta.db_table, location=Location._meta.db_table,
         match=sql.SQL("s.code = %s" if one else "s.code = ANY(%s)"))
 
