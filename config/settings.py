@@ -116,6 +116,16 @@ DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DB_TRANSACTION_P
 _prepare = env.int("DB_PREPARE_THRESHOLD", default=5)
 DATABASES["default"]["OPTIONS"]["prepare_threshold"] = _prepare if _prepare > 0 and not env.bool(
     "DB_TRANSACTION_POOLING", default=False) else None
+# The planner's cost of a random page read, for this application's connections. PostgreSQL's default
+# (4) prices an index probe as a disk seek; with the working set in memory the generic plans of the
+# hot statements then hashed whole tables (every SKU and position, a sequential scan per checkout
+# batch and per bulk read at 1,100 rows) instead of probing the ten rows they want (docs/performance.md,
+# session 10). 1.1 is the usual value for data in RAM or on SSD; empty keeps the server's. Sent as a
+# startup option, which a transaction-pooling PgBouncer refuses: there, set it on the server instead
+# (ALTER DATABASE ... SET random_page_cost = 1.1).
+_random_page_cost = env.str("DB_RANDOM_PAGE_COST", default="1.1")
+if _random_page_cost and not env.bool("DB_TRANSACTION_POOLING", default=False):
+    DATABASES["default"]["OPTIONS"]["options"] = f"-c random_page_cost={float(_random_page_cost)}"
 # No ATOMIC_REQUESTS: services own their transactions (see docs/ARCHITECTURE.md).
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
