@@ -89,7 +89,7 @@ TASKS = Counter(
 )
 RESERVATION_GROUPS = Counter(
     "stockline_reservation_group_commits",
-    "Combined statements of one-SKU checkouts (reservations.group_commit), by result: committed, or failed as a "
+    "Combined statements of one-line checkouts (reservations.group_commit), by result: committed, or failed as a "
     "whole (each checkout then ran alone).",
     ["result"],
 )

@@ -11,7 +11,7 @@ The plan is read from auto_explain, sent to this connection as a notice.
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 
 from inventory.models import Location, Sku, StockPosition
 from inventory.services import MovementContext
@@ -32,7 +32,11 @@ def test_the_combined_checkout_finds_its_skus_and_positions_through_their_indexe
     notices: list[str] = []
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE inventory_sku; ANALYZE inventory_stockposition")
-        cursor.execute("LOAD 'auto_explain'")
+        try:
+            with transaction.atomic():
+                cursor.execute("LOAD 'auto_explain'")
+        except DatabaseError:  # an external PostgreSQL whose role may not load it
+            pytest.skip("LOAD 'auto_explain' needs a superuser role (the embedded server's is one)")
         cursor.execute("SET plan_cache_mode = force_generic_plan")
     raw = connection.connection
     raw.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
