@@ -4,10 +4,12 @@ checkouts made one after another would have held.
 
 Each example stocks three SKUs at two locations (any units, zero included), then runs a batch of
 one-line checkouts in arrival order, over those SKUs and an unknown code, through the combined
-statement (`_run`, as the leader of a batch runs it). Every request the batch left to its own
-path then takes the general path, in arrival order, as `reservation_create` does. The model is
-the contract's rule for one checkout after another: a line is held whole or not at all, filled
-from the eligible locations in priority order. Per request the holds (location, units) must be
+statement (`_run`, as the leader of a batch runs it). A checkout may carry an Idempotency-Key
+from a small pool, one of them already taken. Every request the batch left to its own path then
+takes the general path, in arrival order, as `reservation_create` does (settling its claim
+first). The model is the contract's rule for one checkout after another: a key already used (or
+taken) answers 409 and holds nothing; otherwise a line is held whole or not at all, filled from
+the eligible locations in priority order. Per request the holds (location, units) must be
 the model's, and the ledger invariants must hold (tests/model/checks.py): counters equal the
 ledger sums, versions count the rows, reserved equals what active reservations hold, and no
 reserve row leaves more reserved than on hand.
@@ -20,10 +22,14 @@ from __future__ import annotations
 import uuid
 
 from django.test import override_settings
+from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.auth import api_key_create
 from core.errors import DomainError
+from core.idempotency import PendingClaim, Replayed
+from core.models import IdempotencyRecord
 from inventory import services as stock
 from inventory.models import Location, Sku
 from inventory.services import MovementContext
@@ -36,14 +42,24 @@ N_SKUS = 3  # a fourth index is a code nobody has
 LOCATIONS = ("a", "b")  # in priority order
 
 stocks = st.lists(st.integers(0, 6), min_size=N_SKUS * len(LOCATIONS), max_size=N_SKUS * len(LOCATIONS))
-batches = st.lists(st.tuples(st.integers(0, N_SKUS), st.integers(1, 5)), min_size=2, max_size=10)
+KEYS = (None, "k1", "k2", "taken")
+batches = st.lists(st.tuples(st.integers(0, N_SKUS), st.integers(1, 5), st.sampled_from(KEYS)), min_size=2,
+                   max_size=10)
 
 
-def _model(on_hand: dict[tuple[int, str], int], batch: list[tuple[int, int]]) -> list[list[tuple[str, int]]]:
-    """One checkout after another: each line held whole, filled in location priority order."""
+def _model(on_hand: dict[tuple[int, str], int], batch: list[tuple[int, int, str | None]]
+           ) -> list[list[tuple[str, int]]]:
+    """One checkout after another: a used key holds nothing; else each line held whole, filled in
+    location priority order."""
     free = dict(on_hand)
-    held = []
-    for sku, quantity in batch:
+    held: list[list[tuple[str, int]]] = []
+    used = {"taken"}
+    for sku, quantity, key in batch:
+        if key in used:
+            held.append([])
+            continue
+        if key is not None:
+            used.add(key)
         if sku >= N_SKUS or sum(free[(sku, loc)] for loc in LOCATIONS) < quantity:
             held.append([])
             continue
@@ -59,7 +75,7 @@ def _model(on_hand: dict[tuple[int, str], int], batch: list[tuple[int, int]]) ->
 
 
 @given(units=stocks, batch=batches)
-def _check_batch(units: list[int], batch: list[tuple[int, int]]) -> None:
+def _check_batch(units: list[int], batch: list[tuple[int, int, str | None]]) -> None:
     prefix = uuid.uuid4().hex[:8]
     codes = [f"{prefix}-s{n}" for n in range(N_SKUS + 1)]
     for priority, loc in enumerate(LOCATIONS):
@@ -72,9 +88,17 @@ def _check_batch(units: list[int], batch: list[tuple[int, int]]) -> None:
             if on_hand[(n, loc)]:
                 stock.stock_receive(sku=codes[n], location=f"{prefix}-{loc}", quantity=on_hand[(n, loc)])
 
-    requests = [Request(code=codes[sku], quantity=quantity, channel=None, order_ref="", ttl=600, created_by=None,
-                        context=MovementContext(source="api"), request_key=None, claim=None)
-                for sku, quantity in batch]
+    api_key = api_key_create(name=f"{prefix}-key", scopes=["reservations:write"])[0]
+    IdempotencyRecord.objects.create(api_key=api_key, key=f"{prefix}-taken", fingerprint="fp", state="in_flight")
+
+    def claim(key: str | None) -> PendingClaim | None:
+        return None if key is None else PendingClaim(api_key=api_key, key=f"{prefix}-{key}", fingerprint="fp",
+                                                     now=timezone.now())
+
+    claims = [claim(key) for _, _, key in batch]
+    requests = [Request(code=codes[sku], quantity=quantity, channel=None, order_ref="", ttl=600, created_by=api_key,
+                        context=MovementContext(source="api"), request_key=c.request_key if c else None, claim=c)
+                for (sku, quantity, _), c in zip(batch, claims, strict=True)]
     _run(requests)
     got = []
     for request in requests:
@@ -82,8 +106,10 @@ def _check_batch(units: list[int], batch: list[tuple[int, int]]) -> None:
         if request.outcome is None:  # its own path: the general one, as reservation_create takes it
             try:
                 with override_settings(RESERVATION_ONE_STATEMENT=False):
-                    reservation = reservation_create(lines=[{"sku": request.code, "quantity": request.quantity}])
-            except DomainError:
+                    reservation = reservation_create(
+                        lines=[{"sku": request.code, "quantity": request.quantity}], created_by=api_key,
+                        request_key=request.request_key, claim=request.claim)
+            except (DomainError, Replayed):
                 got.append([])
                 continue
             lines = list(reservation.lines.select_related("location"))
