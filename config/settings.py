@@ -108,24 +108,26 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", d
 DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool("DB_SERVER_SIDE_BINDING", default=True)
 # Behind a transaction-pooling PgBouncer, Django's docs ask for server-side cursors off (a cursor
 # would outlive the transaction that made it on the pooled connection): DB_TRANSACTION_POOLING=1.
-DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DB_TRANSACTION_POOLING", default=False)
+_transaction_pooling = env.bool("DB_TRANSACTION_POOLING", default=False)
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = _transaction_pooling
 # Prepared statements (psycopg prepares a statement on its connection once it has run this many
 # times; Django's default None never does): the hot paths repeat a few statements, and parsing and
 # planning them again on every request was most of PostgreSQL's CPU per sale (docs/performance.md).
 # 0 turns it off (e.g. behind a PgBouncer older than 1.21, whose transaction pooling cannot carry them).
 _prepare = env.int("DB_PREPARE_THRESHOLD", default=5)
-DATABASES["default"]["OPTIONS"]["prepare_threshold"] = _prepare if _prepare > 0 and not env.bool(
-    "DB_TRANSACTION_POOLING", default=False) else None
+DATABASES["default"]["OPTIONS"]["prepare_threshold"] = _prepare if _prepare > 0 and not _transaction_pooling else None
 # The planner's cost of a random page read, for this application's connections. PostgreSQL's default
 # (4) prices an index probe as a disk seek; with the working set in memory the generic plans of the
 # hot statements then hashed whole tables (every SKU and position, a sequential scan per checkout
 # batch and per bulk read at 1,100 rows) instead of probing the ten rows they want (docs/performance.md,
 # session 10). 1.1 is the usual value for data in RAM or on SSD; empty keeps the server's. Sent as a
 # startup option, which a transaction-pooling PgBouncer refuses: there, set it on the server instead
-# (ALTER DATABASE ... SET random_page_cost = 1.1).
+# (ALTER DATABASE ... SET random_page_cost = 1.1). Added to any `options` DATABASE_URL already gives.
 _random_page_cost = env.str("DB_RANDOM_PAGE_COST", default="1.1")
-if _random_page_cost and not env.bool("DB_TRANSACTION_POOLING", default=False):
-    DATABASES["default"]["OPTIONS"]["options"] = f"-c random_page_cost={float(_random_page_cost)}"
+if _random_page_cost and not _transaction_pooling:
+    _options = DATABASES["default"]["OPTIONS"]
+    _options["options"] = " ".join(filter(None, [_options.get("options", ""),
+                                                 f"-c random_page_cost={float(_random_page_cost)}"]))
 # No ATOMIC_REQUESTS: services own their transactions (see docs/ARCHITECTURE.md).
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
