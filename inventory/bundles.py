@@ -29,11 +29,21 @@ from inventory.models import BundleComponent, Location, StockPosition
 Components = tuple[tuple[int, int], ...]
 
 
+@cache
+def _components_sql() -> str:
+    return sql_compose("SELECT bundle_id, component_id, quantity FROM {component} WHERE bundle_id = ANY(%s::bigint[]) "
+                       "ORDER BY bundle_id, component_id", component=BundleComponent._meta.db_table)
+
+
 def bundle_components(bundle_ids: Iterable[int]) -> dict[int, Components]:
     """The components of each given bundle, in one query (ids that are no bundle are absent)."""
     found: dict[int, list[tuple[int, int]]] = {}
-    rows = (BundleComponent.objects.filter(bundle_id__in=sorted(set(bundle_ids)))
-            .order_by("bundle_id", "component_id").values_list("bundle_id", "component_id", "quantity"))
+    ids = sorted(set(bundle_ids))
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:  # composed once: the queryset's compilation cost more than the query
+        cursor.execute(_components_sql(), [ids])
+        rows = cursor.fetchall()
     for bundle_id, component_id, quantity in rows:
         found.setdefault(bundle_id, []).append((component_id, quantity))
     return {bundle_id: tuple(parts) for bundle_id, parts in found.items()}

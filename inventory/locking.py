@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.sql import sql_compose
+from core.sql import sql_compose, sql_models
 from inventory.models import StockPosition
 
 
@@ -39,11 +39,10 @@ def positions_lock(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], St
             [timezone.now(), skus, locations])
     # One statement for any number of pairs (an OR of N conditions costs the ORM more than the
     # database): the pairs as two arrays, joined by position.
-    rows = StockPosition.objects.raw(
-        sql_compose("SELECT * FROM {table} WHERE (sku_id, location_id) IN "
-                    "(SELECT * FROM unnest(%s::bigint[], %s::bigint[])) ORDER BY id FOR UPDATE",
-                    table=StockPosition._meta.db_table),
-        [skus, locations])
+    # Built by sql_models, not a RawQuerySet: mapping the raw query's columns onto the model on
+    # every call was a third of this function's time in a small drain batch.
+    rows = sql_models(StockPosition, "WHERE (sku_id, location_id) IN (SELECT * FROM unnest(%s::bigint[], "
+                      "%s::bigint[])) ORDER BY id FOR UPDATE", [skus, locations])
     return {(p.sku_id, p.location_id): p for p in rows}
 
 

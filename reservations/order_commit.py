@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from django.db.models import Q
-
+from core.sql import sql_models
 from inventory.models import MovementType, StockPosition
 from inventory.services import MovementContext, movement_apply
 from reservations.holds import reservation_context
@@ -55,6 +54,12 @@ class OrderHolds:
                 if line.location_id is not None}
 
 
+_HOLDS_WHERE = ("WHERE order_ref = ANY(%s::text[]) AND order_ref <> '' "
+                "AND (channel_id IS NULL OR channel_id = ANY(%s::bigint[])) "
+                f"AND status IN ('{Status.ACTIVE.value}', '{Status.COMMITTED.value}', '{Status.WAITING.value}') "
+                "ORDER BY id FOR UPDATE")
+
+
 def order_holds_lock(*, orders: set[OrderKey]) -> OrderHolds:
     """Lock (primary-key order, one query) the live or committed reservations of these orders and
     read their lines. For each order the reservation that serves it: a committed one if any (it
@@ -66,17 +71,15 @@ def order_holds_lock(*, orders: set[OrderKey]) -> OrderHolds:
     # One flat condition (the orders' refs, their channels or none), not one OR'ed clause per order:
     # building those was an eighth of a webhook drain's CPU. It may also lock a reservation with
     # one order's ref on another order's channel (harmless: still pk order); `mine` below picks.
-    channel_ids = {channel_id for channel_id, _ in orders if channel_id}
-    candidates = list(
-        Reservation.objects.select_for_update(of=("self",))
-        .filter(Q(channel__isnull=True) | Q(channel_id__in=channel_ids),
-                order_ref__in=sorted({order_ref for _, order_ref in orders}),
-                status__in=[Status.ACTIVE, Status.COMMITTED, Status.WAITING])
-        .order_by("pk")
-    )
+    # Composed SQL, not a queryset: compiling the two querysets was a sixth of a small drain
+    # batch's time. `order_ref <> ''` lets the generic plan use the partial index on order_ref.
+    channel_ids = sorted({channel_id for channel_id, _ in orders if channel_id})
+    candidates = sql_models(Reservation, _HOLDS_WHERE, [sorted({order_ref for _, order_ref in orders}), channel_ids])
     lines: defaultdict[UUID, list[ReservationLine]] = defaultdict(list)
-    for line in ReservationLine.objects.filter(reservation__in=candidates).order_by("id"):
-        lines[line.reservation_id].append(line)
+    if candidates:
+        for line in sql_models(ReservationLine, "WHERE reservation_id = ANY(%s::uuid[]) ORDER BY id",
+                               [[r.pk for r in candidates]]):
+            lines[line.reservation_id].append(line)
     for channel_id, order_ref in orders:
         mine = [r for r in candidates if r.order_ref == order_ref and r.channel_id in (None, channel_id)]
         committed = sorted((r for r in mine if r.status == Status.COMMITTED),
