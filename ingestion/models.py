@@ -26,7 +26,11 @@ class InboundEvent(models.Model):
         API = "api"
 
     id = models.BigAutoField(primary_key=True)
-    channel = models.ForeignKey(Channel, null=True, blank=True, on_delete=models.PROTECT,
+    # No constraint in the database (db_constraint=False): its check at each intake's commit took
+    # a KEY SHARE lock on the channel's row, and concurrent acks of one channel made PostgreSQL
+    # build a multixact per ack (docs/ingestion.md). Channels are never deleted (deactivated
+    # instead: no service, API or admin deletes one), and PROTECT still refuses an ORM delete.
+    channel = models.ForeignKey(Channel, null=True, blank=True, on_delete=models.PROTECT, db_constraint=False,
                                 related_name="inbound_events", db_index=False)  # inbound_channel_newest
     source = models.CharField(max_length=16, choices=Source.choices)
     # "wh:<channel id>:<delivery id>" or "api:<event_id>": a delivery/event is stored once, forever.

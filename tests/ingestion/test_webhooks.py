@@ -5,6 +5,7 @@ import json
 import time
 
 import pytest
+from django.db.models import ProtectedError
 
 from channels.models import Channel, ChannelSkuState
 from ingestion.models import InboundEvent, LevelDrift, OversellIncident
@@ -56,6 +57,17 @@ def test_valid_shopify_webhook_is_stored_with_headers_and_answered_200(client, s
     assert bytes(event.body) == body
     assert event.headers["X-Shopify-Event-Id"] and event.headers["X-Shopify-Triggered-At"]
     assert on_hand(tee, wh) == 0  # nothing applied before the drain: the answer never waits on it
+
+
+def test_a_channel_with_events_cannot_be_deleted(client, shopify, tee, wh):
+    """The database holds no constraint for an event's channel (ingestion.models: its check
+    share-locked the channel's row on every ack); the ORM's PROTECT still refuses the delete."""
+    body = json.dumps(shopify_order()).encode()
+    assert post_webhook(client, "shop", None, shopify_headers(body, topic="orders/create"), raw=body).status_code == 200
+
+    with pytest.raises(ProtectedError):
+        shopify.delete()
+    assert Channel.objects.filter(pk=shopify.pk).exists() and InboundEvent.objects.get().channel_id == shopify.pk
 
 
 def test_same_delivery_ten_times_has_one_effect(client, shopify, tee, wh):
