@@ -327,6 +327,11 @@ INGESTION_PARTITION_QUEUES = env.bool("INGESTION_PARTITION_QUEUES", default=Fals
 # short of INGESTION_BATCH_SIZE: under a stream of single webhooks, batches of a few events each
 # paid a batch's fixed cost (about 10 statements) per few events. Full batches never wait.
 INGESTION_DRAIN_LINGER_MS = env.int("INGESTION_DRAIN_LINGER_MS", default=50)
+# After a process finds a partition's wake-up flag set (a drain is queued or running), it asks
+# Redis no more for this many milliseconds; the drain that clears the flag claims once more this
+# long after (ingestion.scheduling._kick). One Redis call per webhook ack was a fifth of its own
+# CPU. 0: ask on every commit.
+INGESTION_KICK_QUIET_MS = env.int("INGESTION_KICK_QUIET_MS", default=100)
 # The drain keeps each batch's channels (their mapping, settings, authoritative locations) in the
 # process this many seconds; a change saved in that process applies at once, elsewhere within it.
 DRAIN_CHANNEL_CACHE_SECONDS = env.float("DRAIN_CHANNEL_CACHE_SECONDS", default=5.0)

@@ -32,6 +32,7 @@ from ingestion.scheduling import (
     drain_linger,
     fetch_enqueue,
     fetch_kick_now,
+    kick_quiet,
     max_attempts,
     retry_delay,
     thin_webhook_kinds,
@@ -52,6 +53,9 @@ class DrainResult:
     retrying: int = 0
     busy: bool = False  # another drain holds this partition
 
+
+# Beyond kick_quiet(): clock granularity between hosts measuring the same span.
+_QUIET_MARGIN = 0.01
 
 # Namespace of the drains' advisory locks (pg_try_advisory_xact_lock(namespace, partition)).
 _PARTITION_LOCK_NAMESPACE = 0x5354_4B4C  # "STKL"
@@ -82,29 +86,41 @@ def inbound_events_drain_partition(*, partition: int, budget_seconds: float = 5.
 
     While batches come back short of the batch size, claims are at least `drain_linger()` apart
     (the next batch gathers what arrives meanwhile: a batch's fixed cost is shared by more
-    events, for at most that much more latency); full batches follow each other at once."""
+    events, for at most that much more latency); full batches follow each other at once.
+
+    After the clear, the drain returns only once a claim that started at least kick_quiet() after
+    it found nothing: a process that saw the flag set sends no wake-up for that long
+    (ingestion.scheduling._kick), so events it committed meanwhile are this drain's."""
     deadline = time.monotonic() + budget_seconds
     linger, limit = drain_linger(), batch_size()
     total = DrainResult()
     claimed_at = 0.0
+    settled_at: float | None = None  # once the flag is cleared: claims from then on see every skipped wake-up
     while True:
         if linger and total.claimed:
             time.sleep(max(0.0, claimed_at + linger - time.monotonic()))
         claimed_at = time.monotonic()
         result = inbound_events_drain(partition=partition)
         if result.busy:
-            drain_enqueue(partition=partition, countdown=0.2)
+            # The drain holding the partition claims after this one's quiet period ends, or ours does.
+            wait = max(0.2, (settled_at or 0.0) - time.monotonic())
+            drain_enqueue(partition=partition, countdown=wait)
             total.busy = True
             return total
         for name in ("claimed", "done", "ignored", "failed", "retrying"):
             setattr(total, name, getattr(total, name) + getattr(result, name))
         if result.claimed == 0:
-            if on_idle is None:
+            if on_idle is not None:
+                on_idle()
+                on_idle = None
+                settled_at = time.monotonic() + kick_quiet() + _QUIET_MARGIN
+                claimed_at = 0.0  # the claim after the clear does not wait
+                continue  # "due" is read again after the clear: what committed before it is ours
+            if settled_at is None or claimed_at >= settled_at:
                 return total
-            on_idle()
-            on_idle = None
-            claimed_at = 0.0  # the claim after the clear does not wait
-            continue  # "due" is read again after the clear: what committed before it is ours
+            time.sleep(max(0.0, settled_at - time.monotonic()))
+            claimed_at = 0.0
+            continue
         if time.monotonic() > deadline:
             drain_enqueue(partition=partition)
             return total

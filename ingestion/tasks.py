@@ -15,10 +15,12 @@ def inbound_drain_task(partition: int | None = None) -> int:
         services.drain_enqueue()
         return 0
     # The wake-up flag stays set while this drain runs (events arriving meanwhile queue no further
-    # drains) and is cleared when a claim first finds nothing, followed by one more claim: an
-    # event committed after that queues a new drain (no lost wake-up). A drain that finds the
+    # drains) and is cleared when a claim first finds nothing, followed by more claims until the
+    # web processes' quiet period after the clear is over (ingestion.scheduling._kick): an event
+    # committed after that queues a new drain (no lost wake-up). A drain that finds the
     # partition held leaves the flag set and retries shortly. A drain that fails clears it, so
-    # the next event queues a drain at once rather than after the flag's TTL.
+    # the next event queues a drain at once rather than after the flag's TTL (one committed
+    # within a quiet period of it is found by the sweep, within 10 s).
     flag = services.drain_flag(partition)
     try:
         return services.inbound_events_drain_partition(partition=partition, on_idle=lambda: cache.delete(flag)).claimed

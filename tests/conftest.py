@@ -21,6 +21,15 @@ from tests.factories import LocationFactory, SkuFactory
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _fresh_wake_up_windows():
+    """Each test starts as a new process would: no quiet period after an earlier test's wake-up
+    (ingestion.scheduling._kick), which would leave a drain unqueued that the test expects."""
+    from ingestion import scheduling
+
+    scheduling._quiet_until.clear()
+
+
 @pytest.fixture
 def make_key(db):
     def make(*scopes: str, name: str = "test"):

@@ -184,3 +184,52 @@ def test_a_drain_that_fails_clears_its_wake_up_flag(tee, wh, settings, monkeypat
 
     assert cache.get(drain_flag(0)) is None
     assert InboundEvent.objects.get().status == "pending"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_process_that_found_the_flag_set_asks_redis_again_only_after_its_quiet_period(tee, wh, settings):
+    """One Redis call per commit was a fifth of a webhook ack's CPU: within INGESTION_KICK_QUIET_MS
+    of finding the flag set, a process queues nothing (the flag's drain claims after that
+    period); after it, it asks again."""
+    settings.INGESTION_PARTITIONS = 1
+    settings.INGESTION_KICK_QUIET_MS = 300
+    events_accept(events=[canonical("quiet-1", "TEE-M")])
+    assert cache.get(drain_flag(0))  # set by this wake-up
+    cache.delete(drain_flag(0))  # as the drain does when it goes idle
+
+    events_accept(events=[canonical("quiet-2", "TEE-M")])
+    assert cache.get(drain_flag(0)) is None  # within the period: no Redis call, no drain queued
+
+    time.sleep(0.35)
+    events_accept(events=[canonical("quiet-3", "TEE-M")])
+    assert cache.get(drain_flag(0))  # after it: asked again, a drain queued
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_whose_wake_up_was_skipped_is_claimed_by_the_drain_that_cleared_the_flag(
+        tee, wh, settings, monkeypatch):
+    """After clearing the flag, a drain claims at once and then once more after the quiet period:
+    an event committed between those claims, by a process within its quiet period (no wake-up
+    sent), is this drain's. Fails if the drain returns after the claim that follows the clear."""
+    from ingestion import drain
+
+    settings.INGESTION_PARTITIONS = 1
+    settings.INGESTION_KICK_QUIET_MS = 200
+    events_accept(events=[canonical("skip-1", "TEE-M")])  # this process now has a quiet period
+    claims, real = [], drain.inbound_events_drain
+
+    def claim(**kwargs):
+        result = real(**kwargs)
+        claims.append(result.claimed)
+        if claims == [1, 0, 0]:  # the claim right after the clear found nothing: an event lands now
+            events_accept(events=[canonical("skip-2", "TEE-M")])
+            assert cache.get(drain_flag(0)) is None  # its wake-up was skipped: nothing else would drain it
+        return result
+
+    monkeypatch.setattr(drain, "inbound_events_drain", claim)
+    started = time.monotonic()
+    result = drain.inbound_events_drain_partition(partition=0, on_idle=lambda: cache.delete(drain_flag(0)))
+
+    assert claims == [1, 0, 0, 1, 0] and result.claimed == 2
+    assert set(InboundEvent.objects.values_list("status", flat=True)) == {"done"}
+    assert time.monotonic() - started >= 0.2  # its last claim came after the quiet period
