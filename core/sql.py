@@ -78,20 +78,23 @@ def sql_columns(rows: Sequence[Sequence[object]]) -> list[list[object]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-def sql_json_rows(types: Sequence[str]) -> sql.Composable:
+def sql_json_rows(types: Sequence[str], *, null_json_as_null: bool = False) -> sql.Composable:
     """`(SELECT (r->>0)::t1, (r->>1)::t2, ... FROM jsonb_array_elements(%s::jsonb) AS e(r))`: a set
     of rows passed as ONE parameter, a JSON array of arrays (`sql_json_param`). For statements
     that write hundreds of rows: psycopg dumps a list parameter element by element in Python
     (`sql_unnest`'s arrays were a fifth of the ingestion drain's CPU), while the json module's
     encoder is C and PostgreSQL parses the document once. A `jsonb` column takes its element as
-    it is. Use it with an alias: `FROM {rows} AS v(a, b, ...)`. `types` are SQL type names
-    written in code, never data."""
-    columns = ", ".join(f"r->{i}" if kind == "jsonb" else f"(r->>{i})::{kind}" for i, kind in enumerate(types))
+    it is (with `null_json_as_null`, a JSON null, i.e. Python's None, becomes SQL NULL). Use it
+    with an alias: `FROM {rows} AS v(a, b, ...)`. `types` are SQL type names written in code,
+    never data."""
+    jsonb = "NULLIF(r->{i}, 'null'::jsonb)" if null_json_as_null else "r->{i}"
+    columns = ", ".join(jsonb.format(i=i) if kind == "jsonb" else f"(r->>{i})::{kind}" for i, kind in enumerate(types))
     return sql.SQL(f"(SELECT {columns} FROM jsonb_array_elements(%s::jsonb) AS e(r))")  # noqa: S608 - see docstring
 
 
 def sql_json_param(rows: Sequence[Sequence[object]]) -> str:
-    """The rows of `sql_json_rows` as its one parameter (datetimes as ISO 8601, UUIDs as text)."""
+    """The rows of `sql_json_rows` as its one parameter (datetimes as ISO 8601, UUIDs as text,
+    bytes in bytea's hex format)."""
     return json.dumps(rows, separators=(",", ":"), default=_json_default)
 
 
@@ -100,6 +103,8 @@ def _json_default(value: object) -> str:
         return value.isoformat()
     if isinstance(value, UUID):
         return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()  # bytea's hex input format, for a `::bytea` column
     raise TypeError(f"{type(value).__name__} is not a JSON row value")
 
 

@@ -24,7 +24,7 @@ from channels.adapters.canonical import MAX_BATCH, CanonicalError, canonical_eve
 from channels.models import Channel
 from core.errors import ValidationFailed
 from core.jsonsafe import json_contains_nul, json_parse, json_replace_nul, text_clean
-from core.sql import sql_columns, sql_compose, sql_unnest
+from core.sql import sql_compose, sql_json_param, sql_json_rows
 from ingestion.models import InboundEvent
 from ingestion.scheduling import drain_kick, fetch_kick, partition_for
 
@@ -56,12 +56,14 @@ def _insert_new(rows: list[dict[str, object]]) -> list[int]:
         if row.get("partition") is None:
             row["partition"] = partition_for(source=str(row["source"]), channel_id=row.get("channel_id"),  # type: ignore[arg-type]
                                              payload=row.get("payload"), delivery_id=str(row["delivery_id"]))
-    values = [[Jsonb(row.get(c)) if c in _JSON_COLUMNS and row.get(c) is not None else row.get(c) for c in _COLUMNS]
-              for row in rows]
     with connection.cursor() as cursor:
-        if len(values) == 1:  # a webhook: plain parameters (psycopg dumps one-element arrays slowly, 15 % of an ack)
-            return _insert_one(cursor, values[0], rows[0].get("payload_text"))
-        cursor.execute(_insert_many_sql(), sql_columns(values))
+        if len(rows) == 1:  # a webhook: plain parameters (psycopg dumps one-element arrays slowly, 15 % of an ack)
+            values = [Jsonb(rows[0].get(c)) if c in _JSON_COLUMNS and rows[0].get(c) is not None else rows[0].get(c)
+                      for c in _COLUMNS]
+            return _insert_one(cursor, values, rows[0].get("payload_text"))
+        # Many rows: one JSON parameter (core.sql.sql_json_rows). As one array per column, psycopg
+        # escaped and dumped every element in Python: half of a canonical batch's intake CPU.
+        cursor.execute(_insert_many_sql(), [sql_json_param([[row.get(c) for c in _COLUMNS] for row in rows])])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -96,8 +98,9 @@ def _insert_one_sql() -> str:
 
 @cache
 def _insert_many_sql() -> str:
-    return sql_compose("INSERT INTO {table} ({columns}) SELECT * FROM {rows} ON CONFLICT (dedup_key) DO NOTHING "
-                       "RETURNING id", table=InboundEvent._meta.db_table, columns=_COLUMNS, rows=sql_unnest(_TYPES))
+    return sql_compose("INSERT INTO {table} ({columns}) SELECT * FROM {rows} AS r ON CONFLICT (dedup_key) DO NOTHING "
+                       "RETURNING id", table=InboundEvent._meta.db_table, columns=_COLUMNS,
+                       rows=sql_json_rows(_TYPES, null_json_as_null=True))
 
 
 def _row(**fields: object) -> dict[str, object]:

@@ -156,3 +156,22 @@ def test_one_failing_event_does_not_hold_back_the_rest_of_its_batch(api, tee, mu
     statuses = dict(InboundEvent.objects.values_list("delivery_id", "status"))
     assert statuses == {"ok-1": "done", "bad": "pending", "ok-2": "done", "unknown": "failed"}
     assert (on_hand("TEE-M"), on_hand("MUG-1")) == (3, 0)
+
+
+def test_a_multi_row_intake_keeps_bytes_and_stores_none_as_sql_null():
+    """Several rows go in as one JSON parameter (ingestion.intake): raw bytes must come back
+    byte for byte (a polled order's document, any byte), and None must be SQL NULL, not JSON
+    null (the drain's claim reads `fetched IS NULL`; reprocessing skips `payload IS NULL`)."""
+    from ingestion.intake import _insert_new, _row
+
+    raw = bytes(range(256))
+    ids = _insert_new([_row(source="webhook", dedup_key="multi:1", delivery_id="1", payload=None, body=raw,
+                            partition=0),
+                       _row(source="api", dedup_key="multi:2", delivery_id="2", payload={"sku": "é☃"}, partition=0)])
+
+    first, second = InboundEvent.objects.filter(pk__in=ids).order_by("dedup_key")
+    assert bytes(first.body) == raw and second.body is None
+    assert second.payload == {"sku": "é☃"}
+    stored = InboundEvent.objects.filter(pk__in=ids)
+    assert set(stored.filter(fetched__isnull=True).values_list("pk", flat=True)) == set(ids)
+    assert list(stored.filter(payload__isnull=True).values_list("pk", flat=True)) == [first.pk]
