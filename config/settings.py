@@ -330,7 +330,8 @@ INGESTION_DRAIN_LINGER_MS = env.int("INGESTION_DRAIN_LINGER_MS", default=50)
 # After a process finds a partition's wake-up flag set (a drain is queued or running), it asks
 # Redis no more for this many milliseconds; the drain that clears the flag claims once more this
 # long after (ingestion.scheduling._kick). One Redis call per webhook ack was a fifth of its own
-# CPU. 0: ask on every commit.
+# CPU. 0: ask on every commit. Give web and worker processes the same value: a worker's shorter
+# period would let its drain finish before a web process's period ends.
 INGESTION_KICK_QUIET_MS = env.int("INGESTION_KICK_QUIET_MS", default=100)
 # The drain keeps each batch's channels (their mapping, settings, authoritative locations) in the
 # process this many seconds; a change saved in that process applies at once, elsewhere within it.
