@@ -47,11 +47,10 @@ batches = st.lists(st.tuples(st.integers(0, N_SKUS), st.integers(1, 5), st.sampl
                    max_size=10)
 
 
-def _model(on_hand: dict[tuple[int, str], int], batch: list[tuple[int, int, str | None]], *,
-           refused_uses_key: bool = True) -> list[list[tuple[str, int]]]:
+def _model(on_hand: dict[tuple[int, str], int], batch: list[tuple[int, int, str | None]]
+           ) -> list[list[tuple[str, int]]]:
     """One checkout after another: a used key holds nothing; else each line held whole, filled in
-    location priority order. With `refused_uses_key` False, only a request that holds uses its key
-    (see the test for when that order is also right)."""
+    location priority order."""
     free = dict(on_hand)
     held: list[list[tuple[str, int]]] = []
     used = {"taken"}
@@ -59,13 +58,11 @@ def _model(on_hand: dict[tuple[int, str], int], batch: list[tuple[int, int, str 
         if key in used:
             held.append([])
             continue
-        if key is not None and refused_uses_key:
+        if key is not None:
             used.add(key)
         if sku >= N_SKUS or sum(free[(sku, loc)] for loc in LOCATIONS) < quantity:
             held.append([])
             continue
-        if key is not None:
-            used.add(key)
         lines, wanted = [], quantity
         for loc in LOCATIONS:
             take = min(wanted, free[(sku, loc)])
@@ -122,13 +119,16 @@ def _check_batch(units: list[int], batch: list[tuple[int, int, str | None]]) -> 
 
     # Twins (one Idempotency-Key) are never combined (core.combine.run_split). When a batch is one
     # key's twins only, each runs alone, in arrival order, and a one-statement checkout that does
-    # not fit inserts no claim: a later twin can then take the key before the first one's own
-    # path claims it (that path then answers 409 or a replay). Concurrent twins have no order the
-    # client can rely on; exactly one of them holds either way (found by this test: [(sku 0, 2
-    # units, k2), (sku 0, 1 unit, k2)] with 1 unit held the second).
+    # not fit there (too little stock, or units from two locations) inserts no claim: a later
+    # twin can then take the key before the first one's own path claims it (that path then
+    # answers 409 or a replay). Concurrent twins have no order a client can rely on: any one of
+    # them may be the one that runs, the others hold nothing (found by this test: [(sku 0, 2
+    # units, k2), (sku 0, 1 unit, k2)] with the second holding, with 1 unit in stock and with
+    # 1 + 1 at two locations).
     allowed = [_model(on_hand, batch)]
     if len({key for _, _, key in batch}) == 1:
-        allowed.append(_model(on_hand, batch, refused_uses_key=False))
+        allowed += [_model(on_hand, [request if j == i else (*request[:2], "taken") for j, request in enumerate(batch)])
+                    for i in range(len(batch))]
     assert got in allowed, (units, batch, allowed)
     ids = [s.pk for s in skus]
     assert checks.stock_problems(ids) == {"ledger": [], "negative": [], "reserved": []}
