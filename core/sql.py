@@ -122,5 +122,34 @@ def sql_models(model: type[Model], where: str, params: Sequence[object] | dict[s
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         rows = cursor.fetchall()
+    converters = _converters(model)
+    if converters:  # as the ORM reads them (a JSONField's text decoded, ...); none for the hot models
+        rows = [_converted(row, converters) for row in rows]
     db = connection.alias
     return [model.from_db(db, names, row) for row in rows]
+
+
+_CONVERTERS: dict[type[Model], list[tuple[int, list, object]]] = {}
+
+
+def _converters(model: type[Model]) -> list[tuple[int, list, object]]:
+    """(column index, the database's and the field's value converters, the column expression) of
+    each of the model's concrete fields that has any."""
+    found = _CONVERTERS.get(model)
+    if found is None:
+        found = []
+        for index, field in enumerate(model._meta.concrete_fields):
+            column = field.get_col(model._meta.db_table)
+            functions = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+            if functions:
+                found.append((index, functions, column))
+        _CONVERTERS[model] = found
+    return found
+
+
+def _converted(row: Sequence[object], converters: list[tuple[int, list, object]]) -> tuple:
+    values = list(row)
+    for index, functions, column in converters:
+        for convert in functions:
+            values[index] = convert(values[index], column, connection)
+    return tuple(values)
